@@ -1,0 +1,87 @@
+"""pbxsession: the whole life of a session with a PBX web API, for trio applications.
+
+It models the IPCortex PBX JavaScript API 6.5 ``Auth`` object: log in
+(``checkonly``, sub-IDs, a callback form), log out, the staged super-logout
+``exit``, the PBX and feed hosts, the WebRTC password reset and the company
+selection of multi-company administrators, all guarded by one explicit
+lifecycle machine (see ``pbxsession._lifecycle`` and ``diagrams/``).
+"""
+
+from ._errors import (
+    CommandError,
+    InvalidArgumentError,
+    InvalidHostError,
+    InvalidStateError,
+    LoginError,
+    PbxError,
+    PbxUnavailableError,
+    PermissionDeniedError,
+    ProtocolError,
+    SessionLostError,
+    StaleCredentialError,
+    StoreError,
+    UnknownCompanyError,
+)
+from ._fanout import FeedSubscription
+from ._feed import BackoffPolicy, FeedStatistics, FullJitterBackoff
+from ._lifecycle import Event, Operation, State
+from ._models import (
+    Company,
+    ExitReport,
+    FeedEvent,
+    FeedGap,
+    FeedItem,
+    FeedOptions,
+    FeedStopped,
+    Permission,
+    SessionLost,
+    StepOutcome,
+    StepResult,
+    User,
+)
+from ._session import ExitTimeouts, Session, SessionStatistics, open_session
+from .stores import MemoryStore, SessionStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackoffPolicy",
+    "CommandError",
+    "Company",
+    "Event",
+    "ExitReport",
+    "ExitTimeouts",
+    "FeedEvent",
+    "FeedGap",
+    "FeedItem",
+    "FeedOptions",
+    "FeedStatistics",
+    "FeedStopped",
+    "FeedSubscription",
+    "FullJitterBackoff",
+    "InvalidArgumentError",
+    "InvalidHostError",
+    "InvalidStateError",
+    "LoginError",
+    "MemoryStore",
+    "Operation",
+    "PbxError",
+    "PbxUnavailableError",
+    "Permission",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "Session",
+    "SessionLost",
+    "SessionLostError",
+    "SessionStatistics",
+    "SessionStore",
+    "StaleCredentialError",
+    "State",
+    "StepOutcome",
+    "StepResult",
+    "StoreError",
+    "UnknownCompanyError",
+    "User",
+    "__version__",
+    "open_session",
+]

@@ -1,0 +1,129 @@
+"""Fan-out of feed items to any number of consumers, each with a bounded buffer.
+
+Slow consumer policy: every subscriber has its own buffer of
+``buffer_size`` items. When it is full, further events are dropped *for that
+subscriber alone* and counted; as soon as there is room again it receives
+one ``FeedGap(reason="slow_consumer", missed=N)`` in their place, then newer
+items. The feed itself never waits for a consumer, so one slow consumer
+cannot stall the others or the keep-alive, and memory stays bounded
+(``buffer_size`` + 2 items per subscriber). ``FeedStopped`` and
+``SessionLost`` are never dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from ._models import FeedGap, FeedItem, FeedStopped, SessionLost
+
+__all__ = ["FeedHub", "FeedSubscription"]
+
+
+class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
+    """A trio receive channel of feed items for one consumer.
+
+    Iterate it with ``async for``; it ends when the session closes. Closing it
+    (``aclose`` or ``async with``) unsubscribes.
+    """
+
+    def __init__(self, hub: FeedHub, buffer_size: int) -> None:
+        self._hub = hub
+        self._buffer_size = buffer_size
+        self._items: deque[FeedItem] = deque()
+        self._missed = 0
+        self._ended = False
+        self._closed = False
+        self._wakeup = trio.Event()
+
+    def _put(self, item: FeedItem) -> None:
+        terminal = isinstance(item, FeedStopped | SessionLost)
+        if len(self._items) >= self._buffer_size and not terminal:
+            self._missed += 1
+            return
+        if self._missed:
+            self._items.append(FeedGap("slow_consumer", missed=self._missed))
+            self._missed = 0
+        self._items.append(item)
+        self._wakeup.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wakeup.set()
+
+    @property
+    def missed(self) -> int:
+        """Events dropped for this consumer and not yet reported by a ``FeedGap``."""
+        return self._missed
+
+    def receive_nowait(self) -> FeedItem:
+        """The next item without waiting; ``trio.WouldBlock`` if there is none."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        if self._items:
+            return self._items.popleft()
+        if self._missed:
+            gap = FeedGap("slow_consumer", missed=self._missed)
+            self._missed = 0
+            return gap
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> FeedItem:
+        """The next item; ``trio.EndOfChannel`` once the session has closed."""
+        while True:
+            try:
+                item = self.receive_nowait()
+            except trio.WouldBlock:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            await trio.lowlevel.checkpoint()
+            return item
+
+    async def aclose(self) -> None:
+        """Unsubscribe; later receives raise ``trio.ClosedResourceError``."""
+        self._closed = True
+        self._hub._unsubscribe(self)
+        self._wakeup.set()
+        await trio.lowlevel.checkpoint()
+
+
+class FeedHub:
+    """Distributes every published item to every current subscriber."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[FeedSubscription] = []
+        self._closed = False
+
+    def subscribe(self, buffer_size: int) -> FeedSubscription:
+        """A new subscription that sees items published from now on."""
+        subscription = FeedSubscription(self, buffer_size)
+        if self._closed:
+            subscription._end()
+        else:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def publish(self, item: FeedItem) -> None:
+        """Hand ``item`` to every subscriber; never blocks."""
+        for subscription in self._subscribers:
+            subscription._put(item)
+
+    def close(self) -> None:
+        """End every subscription (after it drains) and refuse new ones."""
+        self._closed = True
+        for subscription in self._subscribers:
+            subscription._end()
+        self._subscribers.clear()
+
+    def _unsubscribe(self, subscription: FeedSubscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many consumers are subscribed."""
+        return len(self._subscribers)

@@ -1,0 +1,105 @@
+"""Sending one command over HTTP: cookie, size limit, bounded retries, error mapping.
+
+It knows httpx and the session store, and leaves every byte of the wire
+format to ``_wire``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+import trio
+
+from . import _wire as wire
+from ._errors import PbxUnavailableError, ProtocolError
+from .stores import SessionStore
+
+__all__ = ["CommandTransport", "new_http_client"]
+
+log = logging.getLogger("pbxsession")
+
+
+def new_http_client(*, timeout: float, verify: bool) -> httpx.AsyncClient:
+    """An HTTP client that keeps no cookies of its own: the session store does."""
+    # The store is the one cookie jar (shared like a browser's), so httpx's
+    # own jar is told to accept nothing.
+    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(
+        timeout=timeout, verify=verify, cookies=jar, follow_redirects=False, trust_env=False
+    )
+
+
+class CommandTransport:
+    """Posts commands to ``{host}/api/api.whtm`` and returns parsed replies.
+
+    Commands whose repetition is harmless are retried after HTTP 5xx or a
+    connection failure, ``retries`` times at most, with jittered backoff.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        store: SessionStore,
+        *,
+        retries: int = 2,
+        retry_backoff: float = 0.1,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._retries = retries
+        self._retry_backoff = retry_backoff
+        self.commands_sent = 0
+
+    async def send(self, host: str, command: wire.Command, subid: str | None) -> wire.Reply:
+        """Send ``command`` to the PBX at ``host``; raise the documented error on failure."""
+        attempts = 1 + (self._retries if command.retry_safe else 0)
+        for attempt in range(attempts):
+            try:
+                return await self._send_once(host, command, subid)
+            except PbxUnavailableError as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                delay = random.uniform(0, self._retry_backoff * 2**attempt)
+                log.debug("retrying %r in %.2fs after: %s", command, delay, exc)
+                await trio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_once(self, host: str, command: wire.Command, subid: str | None) -> wire.Reply:
+        headers = {"Content-Type": wire.FORM_CONTENT_TYPE}
+        cookie = await self._store.get_cookie(host)
+        if cookie is not None:
+            headers["Cookie"] = wire.cookie_header(cookie)
+        log.debug("-> %s %r subid=%s", host, command, subid)
+        self.commands_sent += 1
+        try:
+            async with self._client.stream(
+                "POST", host + wire.COMMAND_PATH, content=command.encode(subid), headers=headers
+            ) as response:
+                body = await _read_capped(response)
+        except httpx.TimeoutException as exc:
+            raise PbxUnavailableError(f"{command.cmd}: the PBX did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise PbxUnavailableError(f"{command.cmd}: cannot reach the PBX: {exc}") from exc
+        new_cookie = wire.session_cookie(response.headers.get_list("set-cookie"))
+        if new_cookie is not None and new_cookie != cookie:
+            await self._store.set_cookie(host, new_cookie)
+        reply = wire.parse_reply(
+            command.cmd, response.status_code, response.headers.get("content-type"), body
+        )
+        log.debug("<- %s %s ok", host, command.cmd)
+        return reply
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body, refused as soon as it passes the protocol's size limit."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > wire.MAX_REPLY_BYTES:
+            raise ProtocolError(f"reply is over {wire.MAX_REPLY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,62 @@
+"""The in-process store: the library's default, one per process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ._base import ContextRecord
+
+__all__ = ["MemoryStore", "default_store"]
+
+
+class MemoryStore:
+    """A :class:`~pbxsession.stores.SessionStore` in memory, shared within one process.
+
+    Sessions given the same ``MemoryStore`` behave like tabs of one browser.
+    """
+
+    def __init__(self) -> None:
+        self._cookies: dict[str, str] = {}
+        self._contexts: dict[tuple[str, str | None], ContextRecord] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def get_cookie(self, host: str) -> str | None:
+        """The session cookie for ``host``, or ``None``."""
+        return self._cookies.get(host)
+
+    async def set_cookie(self, host: str, cookie: str) -> None:
+        """Remember the session cookie the PBX at ``host`` set."""
+        self._cookies[host] = cookie
+
+    async def record_context(self, host: str, subid: str | None, login: str | None) -> None:
+        """Note that context ``subid`` on ``host`` is logged in as ``login`` (or out)."""
+        self._contexts[(host, subid)] = ContextRecord(login, time.time())
+
+    async def get_context(self, host: str, subid: str | None) -> ContextRecord | None:
+        """What was last recorded of context ``subid`` on ``host``."""
+        return self._contexts.get((host, subid))
+
+    @asynccontextmanager
+    async def lock(self, host: str) -> AsyncIterator[None]:
+        """A lock per host shared by the sessions of this store (one trio run)."""
+        lock = self._locks.setdefault(host, trio.Lock())
+        async with lock:
+            yield
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore hosts={len(self._cookies)}>"
+
+
+_default: MemoryStore | None = None
+
+
+def default_store() -> MemoryStore:
+    """The process-wide store used when a session is given none."""
+    global _default
+    if _default is None:
+        _default = MemoryStore()
+    return _default
