@@ -6,8 +6,10 @@ format to ``_wire``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
@@ -95,11 +97,30 @@ class CommandTransport:
 
 async def _read_capped(response: httpx.Response) -> bytes:
     """The body, refused as soon as it passes the protocol's size limit."""
+    too_big = ProtocolError(f"reply is over {wire.MAX_REPLY_BYTES} bytes")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > wire.MAX_REPLY_BYTES:
+        raise too_big
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    body = response.aiter_bytes()
+    async for chunk in body:
         size += len(chunk)
         if size > wire.MAX_REPLY_BYTES:
-            raise ProtocolError(f"reply is over {wire.MAX_REPLY_BYTES} bytes")
+            await _abandon(response, body)
+            raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
+    """Stop reading a body midway without leaving httpx's generators half-run.
+
+    httpx streams bodies through nested async generators that ``aclose`` on
+    the outer one does not reach (encode/httpx#3686), and trio warns about
+    each. Closing the response first makes the next read fail, which runs
+    every one of them to its end.
+    """
+    await response.aclose()
+    with contextlib.suppress(Exception, StopAsyncIteration):
+        await body.__anext__()

@@ -1,0 +1,110 @@
+"""Replies that break the protocol, served by a deliberately broken PBX over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+
+import hypercorn.config
+import hypercorn.trio
+import pytest
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+import pbxsession
+from pbxsession import PbxUnavailableError, ProtocolError, State
+
+XML = "text/xml; charset=utf-8"
+GOOD_LOGIN = (
+    '<response result="success" cmd="login">\n'
+    '<user id="1" login="u" name="U" company="7" home="7"/>\n'
+    "</response>\n"
+)
+BOMB = (
+    '<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+    '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>\n'
+    '<response result="success" cmd="login">&lol3;</response>\n'
+)
+EXTERNAL = (
+    '<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+    '<response result="success" cmd="login">&x;</response>\n'
+)
+
+
+class BrokenPbx:
+    """Answers every command with whatever the test put in ``reply``."""
+
+    def __init__(self) -> None:
+        self.reply: Response = Response(GOOD_LOGIN, media_type=XML)
+
+    async def command(self, request: Request) -> Response:
+        await request.body()
+        return self.reply
+
+
+@pytest.fixture
+async def broken() -> AsyncIterator[tuple[BrokenPbx, str]]:
+    pbx = BrokenPbx()
+    app = Starlette(routes=[Route("/api/api.whtm", pbx.command, methods=["POST"])])
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 0.1
+    config.accesslog = None
+    config.errorlog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            partial(hypercorn.trio.serve, app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        )
+        yield pbx, urls[0]
+        stop.set()
+
+
+async def endless_xml() -> AsyncIterator[bytes]:
+    yield b'<response result="success" cmd="login">\n'
+    for _ in range(2000):  # 2 MiB, sent chunked: no Content-Length to go by
+        yield b"<x/>\n" * 200
+
+
+CASES = {
+    "over 1 MiB, chunked": (StreamingResponse(endless_xml(), media_type=XML), ProtocolError),
+    "malformed": (Response("<response result=", media_type=XML), ProtocolError),
+    "over 1 MiB": (
+        Response(
+            GOOD_LOGIN.replace("</response>", "<x/>\n" * 300_000 + "</response>"), media_type=XML
+        ),
+        ProtocolError,
+    ),
+    "entity bomb": (Response(BOMB, media_type=XML), ProtocolError),
+    "external entity": (Response(EXTERNAL, media_type=XML), ProtocolError),
+    "no user element": (
+        Response('<response result="success" cmd="login">\n</response>\n', media_type=XML),
+        ProtocolError,
+    ),
+    "wrong root": (Response("<html/>", media_type=XML), ProtocolError),
+    "not xml": (Response("{}", media_type="application/json"), ProtocolError),
+    "http 500": (Response("oops", status_code=500), PbxUnavailableError),
+    "http 503": (Response("busy", status_code=503), PbxUnavailableError),
+    "http 404": (Response("no", status_code=404), ProtocolError),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_broken_reply_is_refused_and_state_kept(
+    broken: tuple[BrokenPbx, str], case: str
+) -> None:
+    pbx, url = broken
+    pbx.reply, expected = CASES[case]
+    async with pbxsession.open_session(
+        url, store=pbxsession.MemoryStore(), feed=None, retries=0
+    ) as session:
+        with pytest.raises(expected):
+            await session.login("u", "secret-pw")
+        assert session.state is State.HOST_SET
+        pbx.reply = Response(GOOD_LOGIN, media_type=XML)
+        user = await session.login("u", "secret-pw")
+        assert user.login == "u"
