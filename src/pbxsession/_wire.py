@@ -17,7 +17,6 @@ import secrets
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -81,6 +80,8 @@ MAX_HISTORY = 50
 
 _SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SHOWS = frozenset({"online", "away", "xa", "dnd", "offline"})
+#: RFC 6265 cookie-octets: what a cookie value may hold and be presented back.
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")
 
 
 # --------------------------------------------------------------------- hosts
@@ -361,7 +362,7 @@ def _history(root: Element) -> tuple[Mapping[str, Any], ...]:
         raise ProtocolError("reply to load has no <data> element")
     try:
         decoded = json.loads(base64.b64decode((data.text or "").strip(), validate=True))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise ProtocolError("saved history is not base64 JSON") from exc
     if not isinstance(decoded, list) or not all(isinstance(r, dict) for r in decoded):
         raise ProtocolError("saved history is not a list of records")
@@ -373,15 +374,19 @@ def _history(root: Element) -> tuple[Mapping[str, Any], ...]:
 
 def session_cookie(set_cookie_headers: Iterable[str]) -> str | None:
     """The session cookie's value from a reply's ``Set-Cookie`` headers, if set."""
+    # RFC 6265 section 5.2: the first ``name=value`` pair is the cookie and
+    # everything after the first ``;`` is attributes, unknown ones ignored.
+    # (``SimpleCookie`` drops the whole cookie on an attribute it does not
+    # know, such as ``Partitioned``, and reads attributes as more cookies.)
     for header in set_cookie_headers:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(header)
-        except CookieError:
+        name, sep, value = header.split(";", 1)[0].partition("=")
+        if not sep or name.strip() != SESSION_COOKIE:
             continue
-        morsel = jar.get(SESSION_COOKIE)
-        if morsel is not None and morsel.value:
-            return morsel.value
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if _COOKIE_VALUE.fullmatch(value):
+            return value
     return None
 
 
@@ -443,7 +448,7 @@ def parse_feed_frame(text: str | bytes) -> ReadyFrame | FeedEvent | ErrorFrame:
     """Parse one server frame; anything off-protocol is :class:`ProtocolError`."""
     try:
         frame = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError("feed frame is not JSON") from exc
     if not isinstance(frame, dict):
         raise ProtocolError("feed frame is not a JSON object")
