@@ -24,7 +24,7 @@ from ._errors import (
 )
 from ._fanout import FeedSubscription
 from ._feed import BackoffPolicy, FeedStatistics, FullJitterBackoff
-from ._lifecycle import Event, Operation, State
+from ._lifecycle import RULES, Event, Operation, Rule, State, rules_table, transitions
 from ._models import (
     Company,
     ExitReport,
@@ -45,6 +45,7 @@ from .stores import MemoryStore, SessionStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "RULES",
     "BackoffPolicy",
     "CommandError",
     "Company",
@@ -70,6 +71,7 @@ __all__ = [
     "Permission",
     "PermissionDeniedError",
     "ProtocolError",
+    "Rule",
     "Session",
     "SessionLost",
     "SessionLostError",
@@ -84,4 +86,6 @@ __all__ = [
     "User",
     "__version__",
     "open_session",
+    "rules_table",
+    "transitions",
 ]
