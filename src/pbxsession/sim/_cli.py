@@ -1,0 +1,85 @@
+"""``python -m pbxsession.sim``: serve a simulated PBX until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._server import open_simulator
+from ._users import DEFAULT_USERS, SimUser, load_users
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pbxsession.sim",
+        description="Serve a simulated PBX (commands over HTTP, live feed over WebSocket).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="command port (default 8080)")
+    parser.add_argument("--feed-port", type=int, default=8081, help="feed port (default 8081)")
+    parser.add_argument("--users", metavar="FILE", help="JSON users file replacing the defaults")
+    parser.add_argument(
+        "--event-rate",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="made-up events per second to each logged-in context (default 0 = off)",
+    )
+    return parser
+
+
+async def _serve(args: argparse.Namespace, users: Sequence[SimUser]) -> None:
+    async with open_simulator(
+        users,
+        event_rate=args.event_rate,
+        host=args.host,
+        port=args.port,
+        feed_port=args.feed_port,
+    ) as sim:
+        print(f"PBX simulator: commands {sim.url}  feed {sim.ws_url}", flush=True)
+        print("users: " + ", ".join(f"{u.login}/{u.password}" for u in users), flush=True)
+        print("Ctrl-C to stop", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+
+
+def _split(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) -> bool:
+    """Tell whether ``group`` holds only exceptions of ``kind``."""
+    return group.split(kind)[1] is None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator from the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.event_rate < 0:
+        print("error: --event-rate cannot be negative", file=sys.stderr)
+        return 2
+    try:
+        users = DEFAULT_USERS if args.users is None else load_users(args.users)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(_serve, args, users)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        if _split(group, KeyboardInterrupt):
+            pass
+        elif _split(group, OSError):
+            print(f"error: {group.exceptions[0]}", file=sys.stderr)
+            return 1
+        else:
+            raise
+    print("stopped", flush=True)
+    return 0
