@@ -47,7 +47,14 @@ class ExitStep:
 async def run_stage(
     steps: Sequence[ExitStep], *, step_timeout: float, deadline: float
 ) -> dict[str, StepResult]:
-    """Run ``steps`` concurrently; each is bounded by ``step_timeout`` and ``deadline``."""
+    """Run ``steps`` concurrently and return each one's result by name.
+
+    Each step is bounded by ``step_timeout`` seconds and by the absolute
+    (``trio.current_time()``) ``deadline`` of the whole exit, whichever comes
+    first. Nothing a step raises (an ``Exception``) leaves this function: it
+    becomes a ``failed`` result, :class:`StepSkipped` a ``skipped`` one, and
+    running out of time a ``timed_out`` one.
+    """
     results: dict[str, StepResult] = {}
     async with trio.open_nursery() as nursery:
         for step in steps:
@@ -59,7 +66,8 @@ async def _run_step(
     step: ExitStep, step_timeout: float, deadline: float, results: dict[str, StepResult]
 ) -> None:
     started = trio.current_time()
-    with trio.CancelScope(deadline=min(deadline, started + step_timeout)) as scope:
+    own_deadline = started + step_timeout
+    with trio.CancelScope(deadline=min(deadline, own_deadline)) as scope:
         try:
             await step.run()
         except StepSkipped as skipped:
@@ -67,10 +75,17 @@ async def _run_step(
             return
         except Exception as exc:  # a failing step must not stop the others
             log.info("exit step %s failed: %s", step.name, exc)
-            results[step.name] = _result(StepOutcome.FAILED, started, error=exc)
+            results[step.name] = _result(
+                StepOutcome.FAILED, started, error=exc, reason=f"{type(exc).__name__}: {exc}"
+            )
             return
     if scope.cancelled_caught:
-        results[step.name] = _result(StepOutcome.TIMED_OUT, started)
+        if own_deadline <= deadline:
+            reason = f"no answer within the step timeout of {step_timeout:g}s"
+        else:
+            reason = "cut off when the time for the whole exit ran out"
+        log.info("exit step %s timed out: %s", step.name, reason)
+        results[step.name] = _result(StepOutcome.TIMED_OUT, started, reason=reason)
     else:
         results[step.name] = _result(StepOutcome.OK, started)
 
