@@ -1,0 +1,116 @@
+"""``pbxsession demo``: a whole session lifecycle on the embedded simulator.
+
+Set the host and the feed host, take a sub-ID, log in as the multi-company
+administrator, select a company, show live feed events for a few seconds,
+reset the WebRTC password (``getnew``), then the staged exit with logout.
+Every state transition is printed as it happens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+import pbxsession
+from pbxsession import Event, ExitReport, FeedEvent, MemoryStore, State
+
+__all__ = ["report_table", "run_demo"]
+
+
+async def run_demo(console: Console, *, seconds: float = 3.0, as_json: bool = False) -> ExitReport:
+    """Run the demo, printing to ``console``; returns the exit report."""
+    from pbxsession.sim import open_simulator
+
+    started = trio.current_time()
+
+    def say(line_type: str, text: str, **data: Any) -> None:
+        stamp = trio.current_time() - started
+        if as_json:
+            print(json.dumps({"t": round(stamp, 3), "type": line_type} | data), flush=True)
+        else:
+            console.print(f"[dim]{stamp:6.3f}s[/] {text}", highlight=False)
+
+    def on_transition(source: State, target: State, event: Event) -> None:
+        say(
+            "transition",
+            f"[bold cyan]{source.value} → {target.value}[/] ({event.value})",
+            source=source.value,
+            target=target.value,
+            event=event.value,
+        )
+
+    async with open_simulator(event_rate=6.0) as sim:
+        say("info", f"simulator: commands on {sim.url}, live feed on {sim.ws_url}")
+        async with pbxsession.open_session(store=MemoryStore()) as session:
+            session.on_transition(on_transition)
+            say("state", f"state: {session.state.value}", state=session.state.value)
+            session.set_ws_host(sim.ws_url)
+            say("call", f"set_ws_host({sim.ws_url!r})")
+            session.set_host(sim.url)
+            subid = session.get_sub_id()
+            say("call", f"get_sub_id() → {subid}", subid=subid)
+            events = session.events()
+            user = await session.login("admin", "admin-pass")
+            say(
+                "call",
+                f"login('admin') → {user.name}, companies "
+                + ", ".join(f"{c.id} {c.name}" for c in user.companies),
+                user=user.login,
+            )
+            user = await session.select_company("8")
+            say("call", f"select_company('8') → company {user.company}", company=user.company)
+            say("info", f"live feed for {seconds:g}s:")
+            with trio.move_on_after(seconds):
+                async for item in events:
+                    if isinstance(item, FeedEvent):
+                        data = dict(item.data)
+                        say(
+                            "event",
+                            f"  feed #{item.seq} [green]{item.kind}[/] {json.dumps(data)}",
+                            seq=item.seq,
+                            kind=item.kind,
+                            data=data,
+                        )
+                    else:
+                        say("feed", f"  feed: {item}")
+            password = await session.rtc_reset(getnew=True)
+            say(
+                "call",
+                f"rtc_reset(getnew=True) → a new WebRTC password ({len(password or '')} "
+                "characters, not shown)",
+            )
+            report = await session.exit(logout=True)
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "type": "exit_report",
+                        "duration": report.duration,
+                        "steps": {
+                            name: {"outcome": r.outcome.value, "duration": r.duration}
+                            for name, r in report.steps.items()
+                        },
+                    }
+                ),
+                flush=True,
+            )
+        else:
+            console.print(report_table(report))
+        return report
+
+
+def report_table(report: ExitReport) -> Table:
+    """The exit report as a table: each step's outcome, time and detail."""
+    table = Table(title=f"exit(logout=True) in {report.duration * 1000:.0f} ms")
+    table.add_column("step")
+    table.add_column("outcome")
+    table.add_column("time", justify="right")
+    table.add_column("detail")
+    for name, result in report.steps.items():
+        detail = result.reason or (str(result.error) if result.error else "")
+        table.add_row(name, result.outcome.value, f"{result.duration * 1000:.0f} ms", detail)
+    return table

@@ -1,0 +1,197 @@
+"""The command line, driven as a subprocess against the simulator over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from pbxsession.sim import Simulator
+
+PASSWORD = "admin-pass"
+
+
+def env_for(state_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PBXSESSION_")}
+    env["PBXSESSION_STATE_DIR"] = str(state_dir)
+    env["COLUMNS"] = "200"  # rich: keep table rows on one line
+    env.update(extra)
+    return env
+
+
+async def run_cli(
+    *args: str, env: dict[str, str], stdin: bytes = b"", timeout: float = 20
+) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(timeout):
+        return await trio.run_process(
+            [sys.executable, "-m", "pbxsession.cli", *args],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+
+
+def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
+    err = result.stderr.decode()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pbxsession: ")
+    return lines[0]
+
+
+async def login(sim: Simulator, state_dir: Path, user: str = "admin", pw: str = PASSWORD) -> None:
+    result = await run_cli(
+        "login", "--host", sim.url, "--ws-host", sim.ws_url, "--user", user,
+        env=env_for(state_dir, PBXSESSION_PASSWORD=pw),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+
+
+async def test_demo_runs_a_whole_lifecycle() -> None:
+    started = trio.current_time()
+    result = await run_cli("demo", "--seconds", "1", env=env_for(Path("/nonexistent")))
+    elapsed = trio.current_time() - started
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    for transition in (
+        "unconfigured → host_set",
+        "host_set → logged_in",
+        "logged_in → company_selected",
+        "company_selected → exiting",
+        "exiting → closed",
+    ):
+        assert transition in out
+    assert "feed #" in out
+    for step in ("chat_offline", "history_save", "rtc_release", "logout"):
+        assert step in out
+    assert "admin-pass" not in out
+    assert elapsed < 10
+
+
+async def test_login_whoami_feed_exit_across_invocations(sim: Simulator, tmp_path: Path) -> None:
+    await login(sim, tmp_path)
+    env = env_for(tmp_path)
+
+    who = await run_cli("--json", "whoami", env=env)
+    assert who.returncode == 0, who.stderr.decode()
+    data = json.loads(who.stdout)
+    assert data["login"] == "admin"
+    assert data["state"] == "logged_in"
+
+    chosen = await run_cli("--json", "select-company", "9", env=env)
+    assert chosen.returncode == 0
+    assert json.loads(chosen.stdout)["company"] == "9"
+
+    # The feed, until Ctrl-C.
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pbxsession.cli", "--json", "feed"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        with trio.fail_after(15):
+            buffer = b""
+            while not any(c["feeds"] for c in sim.contexts() if c["login"] == "admin"):
+                await trio.sleep(0.05)
+            sim.emit("presence", {"user": "alice", "show": "away"}, login="admin")
+            while b"\n" not in buffer:
+                buffer += await process.stdout.receive_some()
+            event = json.loads(buffer.split(b"\n", 1)[0])
+            assert event["type"] == "event"
+            assert event["kind"] == "presence"
+            assert event["data"] == {"user": "alice", "show": "away"}
+            interrupted_at = trio.current_time()
+            process.send_signal(signal.SIGINT)
+            status = await process.wait()
+            assert trio.current_time() - interrupted_at < 5
+        err = b""
+        while chunk := await process.stderr.receive_some():
+            err += chunk
+        assert status == 130
+        assert b"Traceback" not in err
+    finally:
+        process.kill()
+        await process.wait()
+
+    # The login survived the feed command; exit with logout ends it.
+    done = await run_cli("--json", "exit", "--logout", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    report = json.loads(done.stdout)
+    assert report["steps"]["logout"]["outcome"] == "ok"
+    assert report["steps"]["chat_offline"]["outcome"] == "ok"
+    assert sim.user_view("admin")["presence"]["show"] == "offline"
+    after = await run_cli("whoami", env=env)
+    assert after.returncode == 5
+    assert "not logged in" in one_line_error(after)
+
+
+async def test_password_from_stdin_and_nowhere_on_disk(sim: Simulator, tmp_path: Path) -> None:
+    result = await run_cli(
+        "login", "--host", sim.url, "--ws-host", sim.ws_url, "--user", "alice",
+        "--password-stdin", env=env_for(tmp_path), stdin=b"alice-pass\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"alice-pass" not in result.stdout + result.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert b"alice-pass" not in path.read_bytes()
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+async def test_no_password_source_is_bad_input(sim: Simulator, tmp_path: Path) -> None:
+    result = await run_cli(
+        "login", "--host", sim.url, "--user", "alice", env=env_for(tmp_path), stdin=b""
+    )
+    assert result.returncode == 2
+    assert "PBXSESSION_PASSWORD" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "words"),
+    [
+        ("bad password", 3, "badauth"),
+        ("bad host", 2, "bad input"),
+        ("unreachable", 4, "unreachable"),
+        ("not logged in", 5, "not logged in"),
+        ("unknown company", 2, "badcompany"),
+        ("usage", 2, ""),
+    ],
+)
+async def test_error_paths(
+    sim: Simulator, tmp_path: Path, case: str, status: int, words: str
+) -> None:
+    env = env_for(tmp_path, PBXSESSION_PASSWORD="wrong")
+    if case == "bad password":
+        result = await run_cli("login", "--host", sim.url, "--user", "alice", env=env)
+    elif case == "bad host":
+        result = await run_cli("login", "--host", "ftp://x", "--user", "alice", env=env)
+    elif case == "unreachable":
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        await listener.aclose()
+        url = f"http://127.0.0.1:{port}"
+        result = await run_cli("login", "--host", url, "--user", "alice", env=env)
+    elif case == "not logged in":
+        result = await run_cli("whoami", env=env)
+    elif case == "unknown company":
+        await login(sim, tmp_path)
+        result = await run_cli("select-company", "42", env=env)
+    else:
+        result = await run_cli("login", "--no-such-flag", env=env)
+    assert result.returncode == status
+    if case == "usage":
+        assert b"Traceback" not in result.stderr
+    else:
+        assert words in one_line_error(result)
