@@ -40,7 +40,7 @@ from ._models import (
     User,
 )
 from ._session import ExitTimeouts, Session, SessionStatistics, open_session
-from .stores import MemoryStore, SessionStore
+from .stores import MemoryStore, RedisStore, SessionStore, SqliteStore, default_store_path
 
 __version__ = "0.1.0"
 
@@ -71,12 +71,14 @@ __all__ = [
     "Permission",
     "PermissionDeniedError",
     "ProtocolError",
+    "RedisStore",
     "Rule",
     "Session",
     "SessionLost",
     "SessionLostError",
     "SessionStatistics",
     "SessionStore",
+    "SqliteStore",
     "StaleCredentialError",
     "State",
     "StepOutcome",
@@ -85,6 +87,7 @@ __all__ = [
     "UnknownCompanyError",
     "User",
     "__version__",
+    "default_store_path",
     "open_session",
     "rules_table",
     "transitions",

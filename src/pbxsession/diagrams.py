@@ -109,8 +109,10 @@ def generate(*, with_svg: bool = True) -> dict[str, str]:
 
 
 def embed(readme: str) -> str:
-    """``readme`` with its generated blocks (between ``<!-- NAME:begin -->`` and
-    ``<!-- NAME:end -->`` markers, NAME ``diagram`` or ``rules``) brought up to date.
+    """``readme`` with its generated blocks brought up to date.
+
+    A block stands between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
+    markers, NAME being ``diagram`` or ``rules``.
     """
     blocks = {"diagram": f"```mermaid\n{mermaid()}```\n", "rules": rules_markdown()}
     for name, content in blocks.items():

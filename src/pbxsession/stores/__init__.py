@@ -1,6 +1,22 @@
-"""Session stores: where sessions keep what a browser would keep (never a password)."""
+"""Session stores: where sessions keep what a browser would keep (never a password).
+
+- :class:`MemoryStore`: in one process (the default, one per process);
+- :class:`SqliteStore`: in an SQLite file, shared by the processes of one machine;
+- :class:`RedisStore`: in Redis, shared by a fleet (``pip install 'pbxsession[redis]'``;
+  the ``redis`` package is imported only when one is made).
+"""
 
 from ._base import ContextRecord, SessionStore
 from ._memory import MemoryStore, default_store
+from ._redis import RedisStore
+from ._sqlite import SqliteStore, default_store_path
 
-__all__ = ["ContextRecord", "MemoryStore", "SessionStore", "default_store"]
+__all__ = [
+    "ContextRecord",
+    "MemoryStore",
+    "RedisStore",
+    "SessionStore",
+    "SqliteStore",
+    "default_store",
+    "default_store_path",
+]

@@ -27,17 +27,27 @@ class SessionStore(Protocol):
 
     Everything using one store shares one session cookie per host, the way
     browser tabs share one, and so shares the login of the default context;
-    a sub-ID gives a session a context of its own under that cookie. A store
-    never holds a password. Methods are async so that stores backed by files
-    or servers can run their blocking I/O in a thread.
+    a sub-ID gives a session a context of its own under that cookie. Per
+    host a store keeps the cookie and, per context (sub-ID), who it was last
+    seen logged in as and when. A store never holds a password. Methods are
+    async so that stores backed by files or servers can run their blocking
+    I/O in a thread.
     """
 
     async def get_cookie(self, host: str) -> str | None:
         """The session cookie for ``host``, or ``None``."""
         ...
 
-    async def set_cookie(self, host: str, cookie: str) -> None:
-        """Remember the session cookie the PBX at ``host`` set."""
+    async def set_cookie(self, host: str, cookie: str, *, replacing: str | None) -> str:
+        """Remember the session cookie the PBX at ``host`` set; return the one in effect.
+
+        ``replacing`` is the cookie the request was sent with (``None`` for
+        none). The new cookie is stored only if the store still holds
+        ``replacing``: when several programs get a fresh cookie at once, the
+        first to store it wins and the others adopt it (their request ran in
+        a new, empty context that nobody shares). The check and the write are
+        one atomic step.
+        """
         ...
 
     async def record_context(self, host: str, subid: str | None, login: str | None) -> None:
@@ -48,6 +58,15 @@ class SessionStore(Protocol):
         """What was last recorded of context ``subid`` on ``host``."""
         ...
 
+    async def contexts(self, host: str) -> dict[str | None, ContextRecord]:
+        """Every context recorded for ``host``, by sub-ID (``None``: the default one)."""
+        ...
+
     def lock(self, host: str) -> AbstractAsyncContextManager[None]:
-        """A lock shared by everything using this store, for single-flight re-login."""
+        """A lock shared by everything using this store, for single-flight re-login.
+
+        Held by one task at a time among all the sessions (and, for stores
+        shared between processes, all the processes) using the store; it is
+        released when the block is left, by cancellation too.
+        """
         ...

@@ -28,9 +28,12 @@ class MemoryStore:
         """The session cookie for ``host``, or ``None``."""
         return self._cookies.get(host)
 
-    async def set_cookie(self, host: str, cookie: str) -> None:
-        """Remember the session cookie the PBX at ``host`` set."""
-        self._cookies[host] = cookie
+    async def set_cookie(self, host: str, cookie: str, *, replacing: str | None) -> str:
+        """Store ``cookie`` for ``host`` if ``replacing`` is still stored; return the one kept."""
+        current = self._cookies.get(host)
+        if current is None or current == replacing:
+            self._cookies[host] = current = cookie
+        return current
 
     async def record_context(self, host: str, subid: str | None, login: str | None) -> None:
         """Note that context ``subid`` on ``host`` is logged in as ``login`` (or out)."""
@@ -39,6 +42,10 @@ class MemoryStore:
     async def get_context(self, host: str, subid: str | None) -> ContextRecord | None:
         """What was last recorded of context ``subid`` on ``host``."""
         return self._contexts.get((host, subid))
+
+    async def contexts(self, host: str) -> dict[str | None, ContextRecord]:
+        """Every context recorded for ``host``, by sub-ID (``None``: the default one)."""
+        return {subid: record for (h, subid), record in self._contexts.items() if h == host}
 
     @asynccontextmanager
     async def lock(self, host: str) -> AsyncIterator[None]:

@@ -1,0 +1,252 @@
+"""A session store in Redis, shared by a fleet of processes on many machines.
+
+redis-py's asyncio client needs asyncio, so this uses its blocking client
+(thread-safe, with a connection pool) through ``trio.to_thread.run_sync``;
+every call is one round trip or one atomic script, bounded by ``timeout``.
+The ``redis`` package is imported only when a :class:`RedisStore` is made
+(``pip install 'pbxsession[redis]'``).
+
+Keys, per host, under ``prefix`` (default ``pbxsession``)::
+
+    {prefix}:{host}:cookie     string: the session cookie
+    {prefix}:{host}:contexts   hash: sub-ID ("" = default) -> {"login", "seen_at"} JSON
+    {prefix}:{host}:lock       string: the re-login lock's token (SET NX PX)
+
+The cookie and contexts expire ``ttl`` seconds after they were last used:
+every read of the cookie and every write refreshes both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from .._errors import InvalidArgumentError, StoreError
+from ._base import ContextRecord
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("pbxsession")
+
+T = TypeVar("T")
+
+# KEYS: cookie, contexts. ARGV: cookie, replacing, has_replacing ("1"/"0"), ttl_ms.
+_SET_COOKIE = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or (ARGV[3] == '1' and current == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+  current = ARGV[1]
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return current
+"""
+
+# KEYS: lock. ARGV: token. Deletes the lock only if this holder still has it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user name and password replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+class RedisStore:
+    """A :class:`~pbxsession.stores.SessionStore` in Redis, for a fleet of processes.
+
+    Every session using the same server, database and ``prefix`` shares the
+    cookie per host, like tabs of one browser. Keys expire ``ttl`` seconds
+    (default 24 h) after their last use. :meth:`lock` is ``SET NX PX`` with a
+    random token: it expires by itself after ``lock_ttl`` if its holder dies,
+    is released by a compare-and-delete script, and is waited for at most
+    ``lock_timeout``. ``timeout`` bounds each Redis call. Close the store with
+    :meth:`aclose` (or ``async with``). The URL's password never appears in
+    messages or ``repr``.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "pbxsession",
+        ttl: float = 24 * 3600,
+        lock_ttl: float = 30.0,
+        lock_timeout: float = 30.0,
+        timeout: float = 5.0,
+    ) -> None:
+        try:
+            import redis
+        except ImportError as exc:
+            raise StoreError(
+                "RedisStore needs the redis package: pip install 'pbxsession[redis]'"
+            ) from exc
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidArgumentError("prefix must be a non-empty string")
+        self._ttl_ms = int(_positive("ttl", ttl) * 1000)
+        self._lock_ttl_ms = int(_positive("lock_ttl", lock_ttl) * 1000)
+        self._lock_timeout = _positive("lock_timeout", lock_timeout)
+        timeout = _positive("timeout", timeout)
+        self._prefix = prefix
+        self._where = redact_url(url)
+        self._error: type[Exception] = redis.RedisError
+        try:
+            self._client: redis.Redis = redis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        except (ValueError, redis.RedisError) as exc:
+            raise StoreError(f"bad Redis URL {self._where}: {exc}") from None
+        self._set_cookie = self._client.register_script(_SET_COOKIE)
+        self._release = self._client.register_script(_RELEASE)
+        self._local_locks: dict[str, trio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"<RedisStore url={self._where!r} prefix={self._prefix!r}>"
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections to Redis."""
+        await trio.to_thread.run_sync(self._client.close)
+
+    @property
+    def prefix(self) -> str:
+        """The first part of every key of this store."""
+        return self._prefix
+
+    def key(self, host: str, name: str) -> str:
+        """The Redis key ``name`` (``cookie``, ``contexts``, ``lock``) of ``host``."""
+        return f"{self._prefix}:{host}:{name}"
+
+    # ----------------------------------------------------------- the interface
+
+    async def get_cookie(self, host: str) -> str | None:
+        """The session cookie for ``host``, or ``None``; refreshes its expiry."""
+        key = self.key(host, "cookie")
+        value = await self._run("read the cookie", lambda c: c.getex(key, px=self._ttl_ms))
+        return None if value is None else str(value)
+
+    async def set_cookie(self, host: str, cookie: str, *, replacing: str | None) -> str:
+        """Store ``cookie`` for ``host`` if ``replacing`` is still stored; return the one kept."""
+        keys = [self.key(host, "cookie"), self.key(host, "contexts")]
+        args = [cookie, replacing or "", "0" if replacing is None else "1", self._ttl_ms]
+        kept = await self._run("store the cookie", lambda c: self._set_cookie(keys, args, c))
+        return str(kept)
+
+    async def record_context(self, host: str, subid: str | None, login: str | None) -> None:
+        """Note that context ``subid`` on ``host`` is logged in as ``login`` (or out)."""
+        value = json.dumps({"login": login, "seen_at": time.time()})
+        contexts, cookie = self.key(host, "contexts"), self.key(host, "cookie")
+
+        def write(client: redis.Redis) -> None:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.hset(contexts, subid or "", value)
+                pipe.pexpire(contexts, self._ttl_ms)
+                pipe.pexpire(cookie, self._ttl_ms)
+                pipe.execute()
+
+        await self._run("record a context", write)
+
+    async def get_context(self, host: str, subid: str | None) -> ContextRecord | None:
+        """What was last recorded of context ``subid`` on ``host``."""
+        key = self.key(host, "contexts")
+        raw = await self._run("read a context", lambda c: c.hget(key, subid or ""))
+        return None if raw is None else self._decode(key, str(raw))
+
+    async def contexts(self, host: str) -> dict[str | None, ContextRecord]:
+        """Every context recorded for ``host``, by sub-ID (``None``: the default one)."""
+        key = self.key(host, "contexts")
+        raw: dict[str, str] = await self._run("read the contexts", lambda c: c.hgetall(key))
+        return {(s or None): self._decode(key, v) for s, v in sorted(raw.items())}
+
+    @asynccontextmanager
+    async def lock(self, host: str) -> AsyncIterator[None]:
+        """A lock per host shared by every process using this Redis and prefix.
+
+        Raises :class:`~pbxsession.StoreError` after waiting ``lock_timeout``.
+        """
+        key = self.key(host, "lock")
+        token = secrets.token_hex(16)
+        local = self._local_locks.setdefault(host, trio.Lock())
+        async with local:
+            deadline = trio.current_time() + self._lock_timeout
+            delay = 0.002
+            while not await self._run(
+                "take the lock", lambda c: c.set(key, token, nx=True, px=self._lock_ttl_ms)
+            ):
+                if trio.current_time() >= deadline:
+                    raise StoreError(
+                        f"Redis store {self._where}: the lock {key} was held elsewhere "
+                        f"for over {self._lock_timeout:g} s"
+                    )
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            try:
+                yield
+            finally:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._run(
+                            "release the lock", lambda c: self._release([key], [token], c)
+                        )
+                    except StoreError as exc:  # it expires by itself after lock_ttl
+                        log.warning("%s", exc)
+
+    # ------------------------------------------------------------- internals
+
+    async def _run(self, what: str, fn: Callable[[redis.Redis], Any]) -> Any:
+        def call() -> Any:
+            try:
+                return fn(self._client)
+            except self._error as exc:
+                raise StoreError(f"Redis store {self._where}: cannot {what}: {exc}") from exc
+
+        return await trio.to_thread.run_sync(call)
+
+    def _decode(self, key: str, raw: str) -> ContextRecord:
+        try:
+            data = json.loads(raw)
+            login = data["login"]
+            seen_at = float(data["seen_at"])
+            if login is not None and not isinstance(login, str):
+                raise TypeError("login is not a string")  # noqa: TRY301
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"Redis store {self._where}: {key} holds a value pbxsession did not write"
+            ) from exc
+        return ContextRecord(login, seen_at)
