@@ -72,15 +72,22 @@ class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
         raise trio.WouldBlock
 
     async def receive(self) -> FeedItem:
-        """The next item; ``trio.EndOfChannel`` once the session has closed."""
+        """The next item; ``trio.EndOfChannel`` once the session has closed.
+
+        Cancelled while waiting, it takes nothing: no item is lost. Several
+        tasks may receive from one subscription; each item goes to one of them.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 item = self.receive_nowait()
             except trio.WouldBlock:
-                self._wakeup = trio.Event()
+                if self._wakeup.is_set():
+                    self._wakeup = trio.Event()
                 await self._wakeup.wait()
                 continue
-            await trio.lowlevel.checkpoint()
+            # The item is taken: a cancellation from here on must not lose it.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return item
 
     async def aclose(self) -> None:

@@ -16,16 +16,20 @@ loss, published as ``FeedGap(reason="server")``.
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
 from . import _wire as wire
-from ._errors import ProtocolError
+from ._errors import InvalidArgumentError, ProtocolError
 from ._fanout import FeedHub
 from ._models import FeedEvent, FeedGap, FeedOptions, FeedStopped, SessionLost
 
@@ -59,6 +63,14 @@ class FullJitterBackoff:
     cap: float = 30.0
     reset_after: float = 60.0
 
+    def __post_init__(self) -> None:
+        for name in ("base", "cap", "reset_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidArgumentError(f"{name} must be a number of seconds")
+            if not value > 0 or math.isinf(value):
+                raise InvalidArgumentError(f"{name} must be a positive, finite number of seconds")
+
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt``."""
         return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 30)))
@@ -66,7 +78,15 @@ class FullJitterBackoff:
 
 @dataclass(frozen=True, slots=True)
 class FeedStatistics:
-    """Feed figures: ``connected_since`` is in ``trio.current_time()`` seconds."""
+    """Feed figures of one login.
+
+    ``connected_since`` is when the current connection started, in
+    ``trio.current_time()`` seconds (``None`` while disconnected);
+    ``reconnects`` counts connections made again after the first one (failed
+    attempts are not counted); ``events_received`` counts events delivered
+    (duplicates from a resume are not); ``last_seq`` is the newest delivered
+    event's number; ``gaps`` counts ``FeedGap(reason="server")``.
+    """
 
     connected: bool
     connected_since: float | None
@@ -99,6 +119,7 @@ class FeedRunner:
         on_event: Callable[[FeedEvent], None] | None = None,
         backoff: BackoffPolicy | None = None,
         connect_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._hub = hub
         self._options = options
@@ -108,12 +129,19 @@ class FeedRunner:
         self._on_event = on_event
         self._backoff: BackoffPolicy = backoff or FullJitterBackoff()
         self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
         self._cancel_scope = trio.CancelScope()
         self._finished = trio.Event()
+        self._running = False
+        self._session_lost = False
         self._connected_since: float | None = None
         self._reconnects = 0
+        self._ever_connected = False
         self._events = 0
         self._last_seq: int | None = None
+        # Where the feed stands: the newest sequence number delivered or, before
+        # any event, the PBX's newest at the first ``ready``. Resume from here.
+        self._position: int | None = None
         self._gaps = 0
         self._outage_logged = False
 
@@ -128,13 +156,20 @@ class FeedRunner:
             gaps=self._gaps,
         )
 
+    @property
+    def session_lost(self) -> bool:
+        """Whether this feed has published ``SessionLost`` (errno 2 or a 403)."""
+        return self._session_lost
+
     async def stop(self) -> None:
-        """Stop the feed and wait until its task has finished."""
+        """Stop the feed and wait until its task has finished (if it ever started)."""
         self._cancel_scope.cancel()
-        await self._finished.wait()
+        if self._running:
+            await self._finished.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The feed task. Never raises; every ending is published."""
+        self._running = True
         started = False
 
         def report_started() -> None:
@@ -160,11 +195,17 @@ class FeedRunner:
         while True:
             up_since: float | None = None
             try:
-                async with _Connection(
-                    self._url, await self._cookie_header(), self._connect_timeout
+                async with _open_feed(
+                    self._url,
+                    await self._cookie_header(),
+                    self._connect_timeout,
+                    self._ssl_context,
                 ) as ws:
                     await self._start(ws)
                     up_since = trio.current_time()
+                    if self._ever_connected:
+                        self._reconnects += 1
+                    self._ever_connected = True
                     self._connected_since = up_since
                     if self._outage_logged:
                         log.info("live feed is back")
@@ -175,6 +216,7 @@ class FeedRunner:
                 self._connected_since = None
                 reaction = wire.feed_reaction(exc.errno)
                 if reaction is wire.FeedReaction.SESSION_LOST:
+                    self._session_lost = True
                     self._hub.publish(SessionLost(exc.message or "logged out by the PBX"))
                     self._on_session_lost(exc.message)
                     return
@@ -207,13 +249,12 @@ class FeedRunner:
                 if limit is not None:
                     delay = min(delay, limit - elapsed)
                 attempt += 1
-                self._reconnects += 1
                 await trio.sleep(delay)
 
     async def _start(self, ws: trio_websocket.WebSocketConnection) -> None:
         options = self._options
         frame = wire.start_frame(
-            self._last_seq,
+            self._position,
             device=options.device,
             presence=options.presence,
             mailbox=options.mailbox,
@@ -228,12 +269,17 @@ class FeedRunner:
             raise _Disconnected(ready.errno, ready.message)
         if not isinstance(ready, wire.ReadyFrame):
             raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, "feed did not start with ready")
-        if not ready.resumed and self._last_seq is not None:
+        position = self._position
+        if position is None:
+            # A fresh start: only what comes after the PBX's newest event. Later
+            # reconnects resume from here even before any event arrived.
+            self._position = ready.seq
+        elif not ready.resumed:
             self._gaps += 1
-            self._hub.publish(FeedGap("server", after_seq=self._last_seq, resumed_at=ready.seq))
-            if ready.seq < self._last_seq:
+            self._hub.publish(FeedGap("server", after_seq=position, resumed_at=ready.seq))
+            if ready.seq < position:
                 # The PBX's numbering restarted: continue with its numbers.
-                self._last_seq = 0
+                self._position = ready.seq
 
     async def _pump(self, ws: trio_websocket.WebSocketConnection) -> None:
         # Reading and keep-alive run side by side (the pong is processed by
@@ -266,9 +312,9 @@ class FeedRunner:
         while True:
             frame = await _receive(ws)
             if isinstance(frame, FeedEvent):
-                if self._last_seq is not None and frame.seq <= self._last_seq:
+                if self._position is not None and frame.seq <= self._position:
                     continue  # already delivered before a reconnect
-                self._last_seq = frame.seq
+                self._position = self._last_seq = frame.seq
                 self._events += 1
                 if self._on_event is not None:
                     self._on_event(frame)
@@ -311,32 +357,85 @@ async def _receive(
         raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, str(exc)) from exc
 
 
-class _Connection:
-    """``open_websocket_url`` with handshake failures mapped to feed errnos."""
+@asynccontextmanager
+async def _open_feed(
+    url: str,
+    cookie_header: str | None,
+    connect_timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """One feed connection whose socket this module owns.
 
-    def __init__(self, url: str, cookie_header: str | None, connect_timeout: float) -> None:
-        headers = [] if cookie_header is None else [(b"Cookie", cookie_header.encode("latin-1"))]
-        self._cm = trio_websocket.open_websocket_url(
-            url,
-            extra_headers=headers,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=1.0,
-        )
+    Built on ``wrap_client_stream`` rather than ``open_websocket_url``: in
+    trio-websocket 0.12 the latter leaves the socket open when the handshake
+    is refused or times out, or when the peer cut the connection off first,
+    and may replace the body's exception with a closing failure. Here the
+    socket is always closed on the way out, handshake failures become feed
+    errnos (403 is errno 2), and the body's own exception leaves unwrapped.
+    """
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    host_header = host if parts.port is None else f"{host}:{port}"
+    if ":" in host:
+        host_header = f"[{host}]" if parts.port is None else f"[{host}]:{port}"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = [] if cookie_header is None else [(b"Cookie", cookie_header.encode("latin-1"))]
+    stream: trio.abc.Stream | None = None
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(connect_timeout) as timeout:
+                if secure:
+                    stream = await trio.open_ssl_over_tcp_stream(
+                        host,
+                        port,
+                        ssl_context=ssl_context or ssl.create_default_context(),
+                        https_compatible=True,
+                    )
+                else:
+                    stream = await trio.open_tcp_stream(host, port)
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, host_header, resource, extra_headers=headers
+                )
+            if timeout.cancelled_caught:
+                raise _Disconnected(wire.ERRNO_OPEN_FAILED, "feed handshake timed out")
+            try:
+                yield ws
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                nursery.cancel_scope.cancel()  # ends the reader task; the socket is closed below
+    except BaseExceptionGroup as group:
+        if body_error is not None:
+            raise body_error from body_error.__cause__
+        raise _handshake_failure(group) from None
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
 
-    async def __aenter__(self) -> trio_websocket.WebSocketConnection:
-        try:
-            return await self._cm.__aenter__()
-        except trio_websocket.ConnectionRejected as exc:
+
+def _handshake_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception that stands for a failed handshake (its nursery's group)."""
+    leaves = list(_leaves(group))
+    for exc in leaves:
+        if isinstance(exc, trio_websocket.ConnectionRejected):
             if exc.status_code == 403:
-                raise _Disconnected(2, "the PBX refused the feed: not logged in") from exc
-            raise _Disconnected(
+                return _Disconnected(2, "the PBX refused the feed: not logged in")
+            return _Disconnected(
                 wire.ERRNO_OPEN_FAILED, f"feed handshake refused: HTTP {exc.status_code}"
-            ) from exc
-        except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
-            raise _Disconnected(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {exc}") from exc
+            )
+    for exc in leaves:
+        if isinstance(exc, _Disconnected | trio.Cancelled) or not isinstance(exc, Exception):
+            return exc
+    return _Disconnected(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {leaves[0]!r}")
 
-    async def __aexit__(self, *exc_info: object) -> bool:
-        try:
-            return bool(await self._cm.__aexit__(*exc_info))  # type: ignore[arg-type]
-        except trio_websocket.ConnectionClosed as exc:
-            raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, "feed closed") from exc
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from . import _wire as wire
 from ._errors import (
     InvalidArgumentError,
     InvalidStateError,
+    LoginError,
     PbxError,
     PermissionDeniedError,
     ProtocolError,
@@ -32,7 +34,7 @@ from ._errors import (
     StaleCredentialError,
     UnknownCompanyError,
 )
-from ._exit import ExitStep, StepSkipped, run_stage
+from ._exit import STEP_NAMES, ExitStep, StepSkipped, run_stage
 from ._fanout import FeedHub, FeedSubscription
 from ._feed import BackoffPolicy, FeedRunner, FeedStatistics
 from ._lifecycle import Condition, Event, Lifecycle, Operation, State
@@ -51,6 +53,9 @@ from .stores import SessionStore, default_store
 __all__ = ["ExitTimeouts", "Session", "SessionStatistics", "open_session"]
 
 log = logging.getLogger("pbxsession")
+
+_EXIT_CLOSE_GRACE = 1.0
+"""Seconds past the exit's bound that closing the feed and HTTP client may take."""
 
 LoginCallback = Callable[[bool, str], None]
 TransitionCallback = Callable[[State, State, Event], None]
@@ -119,12 +124,14 @@ class Session:
         self._history_loaded = False
         self._generation = 0
         self._exit_report: ExitReport | None = None
+        self._operation_scope: trio.CancelScope | None = None
         self._lock = trio.Lock()
         self._state_changed = trio.Event()
         self._hub = FeedHub()
         self._feed: FeedRunner | None = None
         self._nursery: trio.Nursery | None = None
         self._client: httpx.AsyncClient | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._transport: CommandTransport | None = None
         self._lifecycle.add_listener(self._on_transition)
         if ws_host is not None:
@@ -265,6 +272,29 @@ class Session:
             on_result(True, f"logged in as {user.login}")
         return user
 
+    async def login_shared(self, username: str, password: str, *, subid: str | None = None) -> User:
+        """Log in once for everything sharing the store: adopt the login, else make it.
+
+        Under the store's lock for this host (``store.lock(host)``: one task at
+        a time among the sessions sharing the store, across processes for
+        :class:`~pbxsession.SqliteStore` and :class:`~pbxsession.RedisStore`),
+        a ``checkonly`` login first adopts the login that another session
+        already made or restored in this context; only if the PBX answers
+        ``notloggedin`` is the password sent. So when many sessions find the
+        shared login lost at once, one password login reaches the PBX and the
+        others adopt it. ``subid`` is as for :meth:`login`; raises as it does.
+        """
+        wire.login_command(username, password)  # bad arguments fail before any I/O
+        if self._host is None:
+            self._check(Operation.LOGIN)  # raises: no host, no login
+        async with self._store.lock(self._require_host()):
+            try:
+                return await self.login(username, checkonly=True, subid=subid)
+            except LoginError as exc:
+                if exc.code != "notloggedin":
+                    raise
+            return await self.login(username, password, subid=subid)
+
     async def _log_in(self, command: wire.Command) -> User:
         host = self._require_host()
         reply = await self._send(command)
@@ -357,19 +387,50 @@ class Session:
 
         Stage 1, concurrently: chat presence offline, save call history, release
         the WebRTC password held. Stage 2: stop the feed, then ``logout`` if asked.
-        Bounded by ``timeouts`` (default: the session's), and carried to its
-        bound even when the caller is cancelled. Step failures are reported,
-        not raised. Called again, it returns the same report.
+        Each step is bounded by ``timeouts.step`` and the whole exit by
+        ``timeouts.total`` (default: the session's ``exit_timeouts``), counted
+        from this call; closing the feed, the HTTP client and noting the
+        logout in the store may take up to one second more. The exit is
+        carried to its bound even when the caller is cancelled (the caller
+        then sees the cancellation at its next checkpoint). An operation in
+        progress (``login`` and so on) is interrupted: it raises
+        :class:`InvalidStateError`. Step failures are reported, not raised.
+        Called again, or while another call is exiting, it returns the same
+        report.
         """
+        if timeouts is not None and not isinstance(timeouts, ExitTimeouts):
+            raise InvalidArgumentError("timeouts must be an ExitTimeouts or None")
         bounds = timeouts or self._exit_timeouts
+        deadline = trio.current_time() + bounds.total
         with trio.CancelScope(shield=True):
+            if self._operation_scope is not None:
+                self._operation_scope.cancel()
             async with self._lock:
                 report = self._exit_report
                 if report is None:
                     self._check(Operation.EXIT)
-                    report = await self._exit(logout, bounds)
+                    report = await self._exit(bool(logout), bounds, deadline)
         assert report is not None  # a shielded scope swallows nothing
         return report
+
+    async def _detach(self) -> None:
+        """Close without the exit's steps: the login stays as the PBX has it."""
+        async with self._lock:
+            if self._exit_report is not None:
+                return
+            started = trio.current_time()
+            self._lifecycle.apply(Event.EXIT_STARTED)
+            await self._stop_feed()
+            self._hub.close()
+            if self._client is not None:
+                await self._client.aclose()
+            skipped = StepResult(StepOutcome.SKIPPED, reason="detached: exit_on_close=False")
+            self._exit_report = ExitReport(
+                steps=dict.fromkeys(STEP_NAMES, skipped),
+                duration=trio.current_time() - started,
+            )
+            self._user = None
+            self._lifecycle.apply(Event.EXIT_FINISHED)
 
     # -------------------------------------------------------------- internals
 
@@ -395,7 +456,17 @@ class Session:
                 else (frozenset())
             )
             self._lifecycle.check(operation, facts)
-            yield
+            # exit() cancels this scope: it must not wait for a slow call.
+            with trio.CancelScope() as scope:
+                self._operation_scope = scope
+                try:
+                    yield
+                finally:
+                    self._operation_scope = None
+            if scope.cancelled_caught:
+                raise InvalidStateError(
+                    operation.value, State.EXITING.value, (), "interrupted: the session is exiting"
+                )
 
     def _require_host(self) -> str:
         if self._host is None:  # unreachable: the machine only allows commands after set_host
@@ -421,9 +492,11 @@ class Session:
 
     async def _drop_login(self, event: Event, reason: str) -> None:
         """Leave the login: stop the feed, tell the machine, note it in the store."""
+        feed = self._feed
         await self._stop_feed()
         if event is Event.SESSION_LOST:
-            self._hub.publish(SessionLost(reason))
+            if feed is None or not feed.session_lost:  # the feed may have said so already
+                self._hub.publish(SessionLost(reason))
             log.warning("session lost: %s", reason)
         self._generation += 1
         self._user = None
@@ -457,6 +530,7 @@ class Session:
             on_session_lost=lambda reason: self._on_feed_lost(generation, reason),
             on_event=self._on_feed_event,
             backoff=self._backoff,
+            ssl_context=self._ssl_context,
         )
 
     def _on_feed_event(self, event: FeedEvent) -> None:
@@ -486,47 +560,69 @@ class Session:
         changed, self._state_changed = self._state_changed, trio.Event()
         changed.set()
 
-    async def _exit(self, logout: bool, bounds: ExitTimeouts) -> ExitReport:
+    async def _exit(self, logout: bool, bounds: ExitTimeouts, deadline: float) -> ExitReport:
+        """Run the two stages and close; called shielded, with the lock held."""
         started = trio.current_time()
-        deadline = started + bounds.total
-        was_logged_in = self.state.is_logged_in
+        user = self._user if self.state.is_logged_in else None
         self._lifecycle.apply(Event.EXIT_STARTED)
-        lost: list[str] = []
+        lost: list[str] = []  # notloggedin answers seen by the steps
         steps: dict[str, StepResult] = {}
-        if self._transport is not None:
-            stage_one = [
-                ExitStep("chat_offline", lambda: self._step_chat_offline(was_logged_in, lost)),
-                ExitStep("history_save", lambda: self._step_history_save(was_logged_in, lost)),
-                ExitStep("rtc_release", lambda: self._step_rtc_release(was_logged_in, lost)),
-            ]
-            steps.update(await run_stage(stage_one, step_timeout=bounds.step, deadline=deadline))
-        await self._stop_feed()
-        if self._transport is not None:
-            stage_two = [ExitStep("logout", lambda: self._step_logout(logout, was_logged_in, lost))]
-            steps.update(await run_stage(stage_two, step_timeout=bounds.step, deadline=deadline))
-        else:
-            for name in ("chat_offline", "history_save", "rtc_release", "logout"):
-                steps[name] = StepResult(StepOutcome.SKIPPED, reason="the session is not open")
-        self._user = None
-        self._generation += 1
-        self._hub.close()
-        if self._client is not None:
-            await self._client.aclose()
+        try:
+            if self._transport is None:
+                not_open = StepResult(StepOutcome.SKIPPED, reason="the session is not open")
+                steps = dict.fromkeys(STEP_NAMES, not_open)
+            else:
+                stage_one = [
+                    ExitStep("chat_offline", lambda: self._step_chat_offline(user, lost)),
+                    ExitStep("history_save", lambda: self._step_history_save(user, lost)),
+                    ExitStep("rtc_release", lambda: self._step_rtc_release(user, lost)),
+                ]
+                steps.update(
+                    await run_stage(stage_one, step_timeout=bounds.step, deadline=deadline)
+                )
+                # The feed goes before logout, which would otherwise end it with errno 2.
+                feed, self._feed = self._feed, None
+                if feed is not None:
+                    with trio.move_on_at(deadline):
+                        await feed.stop()
+                stage_two = [ExitStep("logout", lambda: self._step_logout(logout, user, lost))]
+                steps.update(
+                    await run_stage(stage_two, step_timeout=bounds.step, deadline=deadline)
+                )
+        finally:
+            await self._exit_close(deadline + _EXIT_CLOSE_GRACE)
         logged_out = steps["logout"].outcome is StepOutcome.OK or bool(lost)
-        if was_logged_in and logged_out and self._host is not None:
-            await self._store.record_context(self._host, self._sub_id, None)
+        if user is not None and logged_out and self._host is not None:
+            try:
+                with trio.move_on_at(deadline + _EXIT_CLOSE_GRACE):
+                    await self._store.record_context(self._host, self._sub_id, None)
+            except Exception as exc:  # the report matters more than the store's note
+                log.warning("could not note the logout in the session store: %s", exc)
         report = ExitReport(
-            steps={
-                name: steps[name]
-                for name in ("chat_offline", "history_save", "rtc_release", "logout")
-            },
+            steps={name: steps[name] for name in STEP_NAMES},
             duration=trio.current_time() - started,
         )
         self._exit_report = report
         self._lifecycle.apply(Event.EXIT_FINISHED)
+        log.info("exit finished in %.2fs: %s", report.duration, report)
         return report
 
+    async def _exit_close(self, deadline: float) -> None:
+        """Close the feed, the subscribers' channels and the HTTP client."""
+        self._user = None
+        self._rtc_password = None
+        self._generation += 1
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            with trio.move_on_at(deadline):
+                await feed.stop()
+        self._hub.close()
+        if self._client is not None:
+            with trio.move_on_at(deadline):
+                await self._client.aclose()
+
     async def _exit_command(self, command: wire.Command, lost: list[str]) -> wire.Reply:
+        """Send one step's command; a ``notloggedin`` answer is noted in ``lost``."""
         assert self._transport is not None
         try:
             return await self._transport.send(self._require_host(), command, self._sub_id)
@@ -534,37 +630,35 @@ class Session:
             lost.append(str(exc))
             raise
 
-    async def _step_chat_offline(self, logged_in: bool, lost: list[str]) -> None:
-        if not logged_in:
+    async def _step_chat_offline(self, user: User | None, lost: list[str]) -> None:
+        if user is None:
             raise StepSkipped("not logged in")
-        assert self._user is not None
-        if not self._user.has_permission("chat"):
+        if not user.has_permission("chat"):
             raise StepSkipped("the user has no chat permission")
         await self._exit_command(wire.status_command("offline"), lost)
 
-    async def _step_history_save(self, logged_in: bool, lost: list[str]) -> None:
-        if not logged_in:
+    async def _step_history_save(self, user: User | None, lost: list[str]) -> None:
+        if user is None:
             raise StepSkipped("not logged in")
         if not self._history_loaded:
             raise StepSkipped("the saved history could not be loaded at login")
         await self._exit_command(wire.save_history_command(list(self._history)), lost)
 
-    async def _step_rtc_release(self, logged_in: bool, lost: list[str]) -> None:
-        if not logged_in:
+    async def _step_rtc_release(self, user: User | None, lost: list[str]) -> None:
+        if user is None:
             raise StepSkipped("not logged in")
-        if self._rtc_password is None:
+        held, self._rtc_password = self._rtc_password, None
+        if held is None:
             raise StepSkipped("no WebRTC password held")
         try:
-            await self._exit_command(wire.rtc_reset_command(release=self._rtc_password), lost)
+            await self._exit_command(wire.rtc_reset_command(release=held), lost)
         except StaleCredentialError:
             raise StepSkipped("another program already reset the WebRTC password") from None
-        finally:
-            self._rtc_password = None
 
-    async def _step_logout(self, requested: bool, logged_in: bool, lost: list[str]) -> None:
+    async def _step_logout(self, requested: bool, user: User | None, lost: list[str]) -> None:
         if not requested:
             raise StepSkipped("not requested")
-        if not logged_in:
+        if user is None:
             raise StepSkipped("not logged in")
         if lost:
             raise StepSkipped("already logged out: the PBX answered notloggedin")
@@ -589,6 +683,7 @@ async def open_session(
     retries: int = 2,
     exit_timeouts: ExitTimeouts = ExitTimeouts(),
     backoff: BackoffPolicy | None = None,
+    exit_on_close: bool = True,
 ) -> AsyncIterator[Session]:
     """Open a session with the PBX at ``host``; leaving the block ends it.
 
@@ -604,6 +699,9 @@ async def open_session(
     each HTTP request; ``retries`` bounds retries of commands that are safe to
     repeat. ``store`` is where the session cookie is kept: sessions sharing a
     store share a login, like browser tabs (default: one per process).
+    ``exit_on_close=False`` leaves without the exit's steps (a command-line
+    tool that borrowed a login for one command, say): the feed and client
+    are closed, the PBX is told nothing, and every step is reported skipped.
     """
     if (
         not isinstance(request_timeout, int | float)
@@ -624,6 +722,11 @@ async def open_session(
         keep_session=keep_session,
         backoff=backoff,
     )
+    # The feed's TLS follows the same verification choice as the commands'.
+    session._ssl_context = ssl.create_default_context()
+    if not verify:
+        session._ssl_context.check_hostname = False
+        session._ssl_context.verify_mode = ssl.CERT_NONE
     async with new_http_client(timeout=request_timeout, verify=verify) as client:
         session._client = client
         session._transport = CommandTransport(client, session._store, retries=retries)
@@ -633,8 +736,10 @@ async def open_session(
                 yield session
             finally:
                 with trio.CancelScope(shield=True):
-                    if session._exit_report is None:
+                    if session._exit_report is None and exit_on_close:
                         await session.exit(logout=not keep_session)
+                    elif session._exit_report is None:
+                        await session._detach()
                     nursery.cancel_scope.cancel()
 
 
