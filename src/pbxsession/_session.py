@@ -102,7 +102,6 @@ class Session:
         allow_insecure: bool,
         feed: FeedOptions | None,
         exit_timeouts: ExitTimeouts,
-        keep_session: bool,
         backoff: BackoffPolicy | None,
     ) -> None:
         if feed is not None and not isinstance(feed, FeedOptions):
@@ -112,7 +111,6 @@ class Session:
         self._store = store
         self._feed_options = feed
         self._exit_timeouts = exit_timeouts
-        self._keep_session = keep_session
         self._backoff = backoff
         self._host: str | None = None
         self._ws_host: str | None = None
@@ -434,13 +432,14 @@ class Session:
 
     # -------------------------------------------------------------- internals
 
+    def _facts(self) -> frozenset[Condition]:
+        """The conditions beyond the state that the rules may ask about."""
+        if self._sub_id_at_login:
+            return frozenset({Condition.SUB_ID_ACTIVE_AT_LOGIN})
+        return frozenset()
+
     def _check(self, operation: Operation) -> None:
-        facts = (
-            frozenset({Condition.SUB_ID_ACTIVE_AT_LOGIN})
-            if self._sub_id_at_login
-            else (frozenset())
-        )
-        self._lifecycle.check(operation, facts)
+        self._lifecycle.check(operation, self._facts())
         if self._lock.locked() and operation is not Operation.EXIT:
             raise InvalidStateError(
                 operation.value, self.state.value, (), "another operation is in progress"
@@ -450,12 +449,7 @@ class Session:
     async def _operation(self, operation: Operation) -> AsyncIterator[None]:
         async with self._lock:
             # Checked after the lock: the state may have changed while waiting.
-            facts = (
-                frozenset({Condition.SUB_ID_ACTIVE_AT_LOGIN})
-                if self._sub_id_at_login
-                else (frozenset())
-            )
-            self._lifecycle.check(operation, facts)
+            self._lifecycle.check(operation, self._facts())
             # exit() cancels this scope: it must not wait for a slow call.
             with trio.CancelScope() as scope:
                 self._operation_scope = scope
@@ -546,14 +540,9 @@ class Session:
         async with self._lock:
             if generation != self._generation or not self.state.is_logged_in:
                 return  # that login is already over
-            self._feed = None  # the runner has ended by itself
-            self._generation += 1
-            self._user = None
-            self._rtc_password = None
-            self._lifecycle.apply(Event.SESSION_LOST)
-            log.warning("session lost: %s", reason or "the PBX logged this session out")
-            with trio.CancelScope(shield=True):
-                await self._store.record_context(self._require_host(), self._sub_id, None)
+            await self._drop_login(
+                Event.SESSION_LOST, reason or "the PBX logged this session out"
+            )
 
     def _on_transition(self, source: State, target: State, event: Event) -> None:
         log.debug("state %s -> %s (%s)", source.value, target.value, event.value)
@@ -719,7 +708,6 @@ async def open_session(
         allow_insecure=allow_insecure,
         feed=feed,
         exit_timeouts=exit_timeouts,
-        keep_session=keep_session,
         backoff=backoff,
     )
     # The feed's TLS follows the same verification choice as the commands'.
