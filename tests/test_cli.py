@@ -166,6 +166,8 @@ async def test_no_password_source_is_bad_input(sim: Simulator, tmp_path: Path) -
         ("unreachable", 4, "unreachable"),
         ("not logged in", 5, "not logged in"),
         ("unknown company", 2, "badcompany"),
+        ("not allowed", 1, "norole"),
+        ("corrupt store", 6, "sessions.sqlite3"),
         ("usage", 2, ""),
     ],
 )
@@ -188,6 +190,14 @@ async def test_error_paths(
     elif case == "unknown company":
         await login(sim, tmp_path)
         result = await run_cli("select-company", "42", env=env)
+    elif case == "not allowed":
+        await login(sim, tmp_path, user="alice", pw="alice-pass")
+        result = await run_cli("select-company", "7", env=env)
+    elif case == "corrupt store":
+        await login(sim, tmp_path)
+        store_file = tmp_path / "sessions.sqlite3"
+        store_file.write_bytes(b"this is not a database" * 100)
+        result = await run_cli("whoami", env=env)
     else:
         result = await run_cli("login", "--no-such-flag", env=env)
     assert result.returncode == status
@@ -195,3 +205,43 @@ async def test_error_paths(
         assert b"Traceback" not in result.stderr
     else:
         assert words in one_line_error(result)
+
+
+@pytest.mark.parametrize("command", ["login", "exit"])
+async def test_ctrl_c_during_a_slow_call_exits_cleanly(
+    sim: Simulator, tmp_path: Path, command: str
+) -> None:
+    if command == "exit":
+        await login(sim, tmp_path)
+        args = ["exit", "--logout"]
+        cmd = "status"
+    else:
+        args = ["login", "--host", sim.url, "--user", "admin"]
+        cmd = "login"
+    sim.set_delay(30, cmd)
+    before = sim.command_count(cmd)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pbxsession.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(tmp_path, PBXSESSION_PASSWORD=PASSWORD),
+    )
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(20):
+            while sim.command_count(cmd) == before:
+                await trio.sleep(0.05)
+            interrupted_at = trio.current_time()
+            process.send_signal(signal.SIGINT)
+            status = await process.wait()
+            elapsed = trio.current_time() - interrupted_at
+        err = b""
+        while chunk := await process.stderr.receive_some():
+            err += chunk
+    finally:
+        process.kill()
+        await process.wait()
+    assert status == 130, (status, err.decode())
+    assert b"Traceback" not in err
+    assert b"interrupted" in err
+    assert elapsed < 15  # the exit is bounded (10 s) even when interrupted

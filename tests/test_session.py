@@ -643,3 +643,11 @@ async def test_exception_tree_is_rooted_at_pbx_error() -> None:
             assert issubclass(obj, PbxError), name
     assert issubclass(InvalidHostError, ValueError)
     assert issubclass(InvalidArgumentError, ValueError)
+
+
+async def test_simulator_block_lets_the_body_exception_out_alone() -> None:
+    from pbxsession.sim import open_simulator
+
+    with pytest.raises(KeyError):
+        async with open_simulator():
+            raise KeyError("body")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import trio
 
 from ._models import StepOutcome, StepResult
+from ._nursery import open_owned_nursery
 
 __all__ = ["STEP_NAMES", "ExitStep", "StepSkipped", "run_stage"]
 
@@ -45,7 +46,11 @@ class ExitStep:
 
 
 async def run_stage(
-    steps: Sequence[ExitStep], *, step_timeout: float, deadline: float
+    steps: Sequence[ExitStep],
+    *,
+    step_timeout: float,
+    deadline: float,
+    results: dict[str, StepResult] | None = None,
 ) -> dict[str, StepResult]:
     """Run ``steps`` concurrently and return each one's result by name.
 
@@ -53,10 +58,12 @@ async def run_stage(
     (``trio.current_time()``) ``deadline`` of the whole exit, whichever comes
     first. Nothing a step raises (an ``Exception``) leaves this function: it
     becomes a ``failed`` result, :class:`StepSkipped` a ``skipped`` one, and
-    running out of time a ``timed_out`` one.
+    running out of time a ``timed_out`` one. Results go into ``results``
+    as each step ends, so that an interrupted stage (``KeyboardInterrupt``)
+    leaves those it has.
     """
-    results: dict[str, StepResult] = {}
-    async with trio.open_nursery() as nursery:
+    results = {} if results is None else results
+    async with open_owned_nursery() as nursery:
         for step in steps:
             nursery.start_soon(_run_step, step, step_timeout, deadline, results)
     return results

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +32,7 @@ from . import _wire as wire
 from ._errors import InvalidArgumentError, ProtocolError
 from ._fanout import FeedHub
 from ._models import FeedEvent, FeedGap, FeedOptions, FeedStopped, SessionLost
+from ._nursery import leaves
 
 __all__ = ["BackoffPolicy", "FeedRunner", "FeedStatistics", "FullJitterBackoff"]
 
@@ -419,23 +420,15 @@ async def _open_feed(
 
 def _handshake_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one exception that stands for a failed handshake (its nursery's group)."""
-    leaves = list(_leaves(group))
-    for exc in leaves:
+    found = list(leaves(group))
+    for exc in found:
         if isinstance(exc, trio_websocket.ConnectionRejected):
             if exc.status_code == 403:
                 return _Disconnected(2, "the PBX refused the feed: not logged in")
             return _Disconnected(
                 wire.ERRNO_OPEN_FAILED, f"feed handshake refused: HTTP {exc.status_code}"
             )
-    for exc in leaves:
+    for exc in found:
         if isinstance(exc, _Disconnected | trio.Cancelled) or not isinstance(exc, Exception):
             return exc
-    return _Disconnected(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {leaves[0]!r}")
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
+    return _Disconnected(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {found[0]!r}")

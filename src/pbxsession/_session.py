@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,7 @@ from ._models import (
     StepResult,
     User,
 )
+from ._nursery import open_owned_nursery
 from ._transport import CommandTransport, new_http_client
 from .stores import SessionStore, default_store
 
@@ -540,9 +541,7 @@ class Session:
         async with self._lock:
             if generation != self._generation or not self.state.is_logged_in:
                 return  # that login is already over
-            await self._drop_login(
-                Event.SESSION_LOST, reason or "the PBX logged this session out"
-            )
+            await self._drop_login(Event.SESSION_LOST, reason or "the PBX logged this session out")
 
     def _on_transition(self, source: State, target: State, event: Event) -> None:
         log.debug("state %s -> %s (%s)", source.value, target.value, event.value)
@@ -559,15 +558,15 @@ class Session:
         try:
             if self._transport is None:
                 not_open = StepResult(StepOutcome.SKIPPED, reason="the session is not open")
-                steps = dict.fromkeys(STEP_NAMES, not_open)
+                steps.update(dict.fromkeys(STEP_NAMES, not_open))
             else:
                 stage_one = [
                     ExitStep("chat_offline", lambda: self._step_chat_offline(user, lost)),
                     ExitStep("history_save", lambda: self._step_history_save(user, lost)),
                     ExitStep("rtc_release", lambda: self._step_rtc_release(user, lost)),
                 ]
-                steps.update(
-                    await run_stage(stage_one, step_timeout=bounds.step, deadline=deadline)
+                await run_stage(
+                    stage_one, step_timeout=bounds.step, deadline=deadline, results=steps
                 )
                 # The feed goes before logout, which would otherwise end it with errno 2.
                 feed, self._feed = self._feed, None
@@ -575,24 +574,29 @@ class Session:
                     with trio.move_on_at(deadline):
                         await feed.stop()
                 stage_two = [ExitStep("logout", lambda: self._step_logout(logout, user, lost))]
-                steps.update(
-                    await run_stage(stage_two, step_timeout=bounds.step, deadline=deadline)
+                await run_stage(
+                    stage_two, step_timeout=bounds.step, deadline=deadline, results=steps
                 )
         finally:
+            # Also when interrupted (KeyboardInterrupt is not held off by the
+            # shield): the session still closes, and the report says so.
+            interrupted = StepResult(StepOutcome.FAILED, reason="interrupted before it ended")
+            for name in STEP_NAMES:
+                steps.setdefault(name, interrupted)
             await self._exit_close(deadline + _EXIT_CLOSE_GRACE)
-        logged_out = steps["logout"].outcome is StepOutcome.OK or bool(lost)
-        if user is not None and logged_out and self._host is not None:
-            try:
-                with trio.move_on_at(deadline + _EXIT_CLOSE_GRACE):
-                    await self._store.record_context(self._host, self._sub_id, None)
-            except Exception as exc:  # the report matters more than the store's note
-                log.warning("could not note the logout in the session store: %s", exc)
-        report = ExitReport(
-            steps={name: steps[name] for name in STEP_NAMES},
-            duration=trio.current_time() - started,
-        )
-        self._exit_report = report
-        self._lifecycle.apply(Event.EXIT_FINISHED)
+            logged_out = steps["logout"].outcome is StepOutcome.OK or bool(lost)
+            if user is not None and logged_out and self._host is not None:
+                try:
+                    with trio.move_on_at(deadline + _EXIT_CLOSE_GRACE):
+                        await self._store.record_context(self._host, self._sub_id, None)
+                except Exception as exc:  # the report matters more than the store's note
+                    log.warning("could not note the logout in the session store: %s", exc)
+            report = ExitReport(
+                steps={name: steps[name] for name in STEP_NAMES},
+                duration=trio.current_time() - started,
+            )
+            self._exit_report = report
+            self._lifecycle.apply(Event.EXIT_FINISHED)
         log.info("exit finished in %.2fs: %s", report.duration, report)
         return report
 
@@ -718,7 +722,7 @@ async def open_session(
     async with new_http_client(timeout=request_timeout, verify=verify) as client:
         session._client = client
         session._transport = CommandTransport(client, session._store, retries=retries)
-        async with _owned_nursery() as nursery:
+        async with open_owned_nursery() as nursery:
             session._nursery = nursery
             try:
                 yield session
@@ -729,30 +733,3 @@ async def open_session(
                     elif session._exit_report is None:
                         await session._detach()
                     nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def _owned_nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery whose failures leave as one exception, never a group.
-
-    The session's background tasks catch their own errors, so a group here
-    holds the body's exception (possibly with Cancelled); that one is raised.
-    """
-    try:
-        async with trio.open_nursery() as nursery:
-            yield nursery
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        chosen = next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
-        for other in leaves:
-            if other is not chosen and not isinstance(other, trio.Cancelled):
-                chosen.add_note(f"also raised in the session: {other!r}")
-        raise chosen from chosen.__cause__
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,29 +146,26 @@ def _run(options: Options, work: Callable[[], Awaitable[T]]) -> T:
         raise CliFailure(message, status) from exc
 
 
-@asynccontextmanager
-async def _spinner(options: Options, text: str) -> AsyncIterator[None]:
-    """Show a spinner on a terminal when the wait passes half a second."""
+@contextmanager
+def _spinner(options: Options, text: str) -> Iterator[None]:
+    """Show a spinner on a terminal when the wait passes half a second.
+
+    rich draws it from a thread of its own, so a timer thread starts it: no
+    nursery, nothing for the awaited call's exceptions to be wrapped in.
+    """
     if options.as_json or not options.err.is_terminal:
         yield
         return
     status = options.err.status(text)
-    shown = False
-    async with trio.open_nursery() as nursery:
-
-        async def show_later() -> None:
-            nonlocal shown
-            await trio.sleep(0.5)
-            status.start()
-            shown = True
-
-        nursery.start_soon(show_later)
-        try:
-            yield
-        finally:
-            nursery.cancel_scope.cancel()
-            if shown:
-                status.stop()
+    timer = threading.Timer(0.5, status.start)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        status.stop()
 
 
 def _print_json(data: Any) -> None:
@@ -275,7 +273,7 @@ async def _adopted(
         keep_session=True,
         exit_on_close=False,
     ) as session:
-        async with _spinner(options, "Checking the login…"):
+        with _spinner(options, "Checking the login…"):
             user = await session.login(profile.user, checkonly=True)
         yield session, user
 
@@ -373,7 +371,7 @@ def login(
             keep_session=True,
             exit_on_close=False,
         ) as session:
-            async with _spinner(options, "Logging in…"):
+            with _spinner(options, "Logging in…"):
                 user = await session.login(username, password)
             _save_profile(
                 options,
@@ -480,7 +478,7 @@ def exit_command(options: Options, with_logout: bool) -> None:
 
     async def work() -> None:
         async with _adopted(options) as (session, _user):
-            async with _spinner(options, "Exiting…"):
+            with _spinner(options, "Exiting…"):
                 report = await session.exit(logout=with_logout)
             _emit(
                 options,
@@ -509,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="pbxsession", standalone_mode=False)
     except CliFailure as exc:
-        err.print(f"pbxsession: {exc}", markup=False, highlight=False)
+        err.print(f"pbxsession: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.status
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -13,6 +13,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 
+from .._nursery import open_owned_nursery
 from ._feed import FeedServer
 from ._http import create_app
 from ._simulator import Simulator
@@ -82,7 +83,8 @@ async def open_simulator(
     feed = FeedServer(state)
     sim = Simulator(state, feed, event_rate=event_rate)
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
+    # An owned nursery: what the body raises leaves alone, not in a group.
+    async with open_owned_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(
                 serve,
