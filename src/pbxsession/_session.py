@@ -48,7 +48,7 @@ from ._models import (
     User,
 )
 from ._nursery import open_owned_nursery
-from ._transport import CommandTransport, new_http_client
+from ._transport import CommandTransport, new_http_client, tls_context
 from .stores import SessionStore, default_store
 
 __all__ = ["ExitTimeouts", "Session", "SessionStatistics", "open_session"]
@@ -714,11 +714,9 @@ async def open_session(
         exit_timeouts=exit_timeouts,
         backoff=backoff,
     )
-    # The feed's TLS follows the same verification choice as the commands'.
-    session._ssl_context = ssl.create_default_context()
-    if not verify:
-        session._ssl_context.check_hostname = False
-        session._ssl_context.verify_mode = ssl.CERT_NONE
+    # The feed's TLS follows the same verification choice as the commands'
+    # (one shared context per process: building one per session is costly).
+    session._ssl_context = tls_context(verify)
     async with new_http_client(timeout=request_timeout, verify=verify) as client:
         session._client = client
         session._transport = CommandTransport(client, session._store, retries=retries)

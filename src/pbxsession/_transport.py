@@ -18,10 +18,10 @@ import httpx
 import trio
 
 from . import _wire as wire
-from ._errors import PbxUnavailableError, ProtocolError
+from ._errors import LoginError, PbxUnavailableError, ProtocolError, SessionLostError
 from .stores import SessionStore
 
-__all__ = ["CommandTransport", "new_http_client"]
+__all__ = ["CommandTransport", "new_http_client", "tls_context"]
 
 log = logging.getLogger("pbxsession")
 
@@ -31,20 +31,26 @@ def new_http_client(*, timeout: float, verify: bool) -> httpx.AsyncClient:
     # The store is the one cookie jar (shared like a browser's), so httpx's
     # own jar is told to accept nothing.
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    tls: ssl.SSLContext | bool = _verifying_tls_context() if verify else False
     return httpx.AsyncClient(
-        timeout=timeout, verify=tls, cookies=jar, follow_redirects=False, trust_env=False
+        timeout=timeout,
+        verify=tls_context(verify),
+        cookies=jar,
+        follow_redirects=False,
+        trust_env=False,
     )
 
 
-@functools.cache
-def _verifying_tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for the process, shared by every session's client.
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """The process's TLS context for commands and feed: verifying (CA bundle) or not."""
+    return _tls_context(bool(verify))
 
-    Building one loads the whole CA bundle (about 14 ms and half a MiB each),
-    which dominated opening many sessions; a context is safe to share.
-    """
-    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+@functools.cache
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    # One per process, shared by every session: building a verifying context
+    # loads the whole CA bundle (about 14 ms and 0.5-0.8 MiB each), which
+    # dominated opening many sessions. A context is safe to share.
+    return httpx.create_ssl_context(verify=verify, trust_env=False)
 
 
 class CommandTransport:
@@ -73,7 +79,11 @@ class CommandTransport:
         attempts = 1 + (self._retries if command.retry_safe else 0)
         for attempt in range(attempts):
             try:
-                return await self._send_once(host, command, subid)
+                try:
+                    return await self._send_once(host, command, subid)
+                except _CookieRaceLost:
+                    # Sent again, once, in the context everyone else uses.
+                    return await self._send_once(host, command, subid)
             except PbxUnavailableError as exc:
                 if attempt + 1 >= attempts:
                     raise
@@ -99,15 +109,34 @@ class CommandTransport:
         except httpx.TransportError as exc:
             raise PbxUnavailableError(f"{command.cmd}: cannot reach the PBX: {exc}") from exc
         new_cookie = wire.session_cookie(response.headers.get_list("set-cookie"))
+        race_lost = False
         if new_cookie is not None and new_cookie != cookie:
             # Compare-and-set: if another program stored a fresh cookie first,
-            # its cookie stays (this request ran in an empty context nobody shares).
-            await self._store.set_cookie(host, new_cookie, replacing=cookie)
-        reply = wire.parse_reply(
-            command.cmd, response.status_code, response.headers.get("content-type"), body
-        )
+            # its cookie stays and this request ran in an empty context nobody
+            # will use again.
+            kept = await self._store.set_cookie(host, new_cookie, replacing=cookie)
+            race_lost = kept != new_cookie
+        try:
+            reply = wire.parse_reply(
+                command.cmd, response.status_code, response.headers.get("content-type"), body
+            )
+        except (SessionLostError, LoginError) as exc:
+            # In an empty context only "not logged in" depends on the context;
+            # a refused password (badauth, locked) stands wherever it was sent.
+            if race_lost and exc.code == "notloggedin":
+                raise _CookieRaceLost from exc
+            raise
+        if race_lost:
+            # It worked, but where nobody will look (a fresh context can only
+            # have been logged in by this very command): do it where they do.
+            raise _CookieRaceLost
+
         log.debug("<- %s %s ok", host, command.cmd)
         return reply
+
+
+class _CookieRaceLost(Exception):
+    """The command ran under a cookie that lost the store's compare-and-set."""
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
