@@ -448,7 +448,13 @@ class Session:
 
     @asynccontextmanager
     async def _operation(self, operation: Operation) -> AsyncIterator[None]:
-        async with self._lock:
+        # Uncontended, the lock is taken without a trip through the scheduler
+        # (the call checkpoints in its I/O anyway): it is on every command's path.
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
             # Checked after the lock: the state may have changed while waiting.
             self._lifecycle.check(operation, self._facts())
             # exit() cancels this scope: it must not wait for a slow call.
@@ -462,6 +468,8 @@ class Session:
                 raise InvalidStateError(
                     operation.value, State.EXITING.value, (), "interrupted: the session is exiting"
                 )
+        finally:
+            self._lock.release()
 
     def _require_host(self) -> str:
         if self._host is None:  # unreachable: the machine only allows commands after set_host

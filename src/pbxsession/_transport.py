@@ -99,11 +99,15 @@ class CommandTransport:
             headers["Cookie"] = wire.cookie_header(cookie)
         log.debug("-> %s %r subid=%s", host, command, subid)
         self.commands_sent += 1
+        request = self._client.build_request(
+            "POST", host + wire.COMMAND_PATH, content=command.encode(subid), headers=headers
+        )
         try:
-            async with self._client.stream(
-                "POST", host + wire.COMMAND_PATH, content=command.encode(subid), headers=headers
-            ) as response:
+            response = await self._client.send(request, stream=True)
+            try:
                 body = await _read_capped(response)
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise PbxUnavailableError(f"{command.cmd}: the PBX did not answer in time") from exc
         except httpx.TransportError as exc:
@@ -143,8 +147,11 @@ async def _read_capped(response: httpx.Response) -> bytes:
     """The body, refused as soon as it passes the protocol's size limit."""
     too_big = ProtocolError(f"reply is over {wire.MAX_REPLY_BYTES} bytes")
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > wire.MAX_REPLY_BYTES:
-        raise too_big
+    if declared.isdigit():
+        if int(declared) > wire.MAX_REPLY_BYTES:
+            raise too_big
+        # httpx stops at the declared length: one read, no chunk loop.
+        return await response.aread()
     chunks: list[bytes] = []
     size = 0
     body = response.aiter_bytes()
