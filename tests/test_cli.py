@@ -245,3 +245,48 @@ async def test_ctrl_c_during_a_slow_call_exits_cleanly(
     assert b"Traceback" not in err
     assert b"interrupted" in err
     assert elapsed < 15  # the exit is bounded (10 s) even when interrupted
+
+
+SPINNER = "Logging in…"
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+async def test_spinner_on_a_terminal_not_when_piped(
+    sim: Simulator, tmp_path: Path, terminal: bool
+) -> None:
+    import pty
+
+    sim.set_delay(1.0, "login")
+    args = ["login", "--host", sim.url, "--ws-host", sim.ws_url, "--user", "alice"]
+    env = env_for(tmp_path, PBXSESSION_PASSWORD="alice-pass", TERM="xterm")
+    if not terminal:
+        result = await run_cli(*args, env=env)
+        assert result.returncode == 0
+        assert SPINNER not in (result.stdout + result.stderr).decode()
+        return
+    controller, terminal_fd = pty.openpty()
+    try:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "pbxsession.cli", *args],
+            stdin=terminal_fd,
+            stdout=terminal_fd,
+            stderr=terminal_fd,
+            env=env,
+        )
+        os.close(terminal_fd)
+        with trio.fail_after(20):
+            status = await process.wait()
+        seen = b""
+        os.set_blocking(controller, False)
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(controller)
+    assert status == 0
+    assert SPINNER in seen.decode(errors="replace")
