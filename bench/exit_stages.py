@@ -25,53 +25,20 @@ two-minute ceiling) and stops the simulator process when done.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
-import trio
+from _benchsim import SimProcess, run_with_simulator
 
 import pbxsession
 from pbxsession import _wire as wire
 from pbxsession._transport import CommandTransport, new_http_client
 
-HOST = "127.0.0.1"
 CEILING = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def control(url: str, path: str, body: dict[str, object]) -> None:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        reply = await client.post(url + path, content=json.dumps(body))
-        reply.raise_for_status()
-
-
-async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        with trio.fail_after(15):
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the simulator exited with {process.returncode}")
-                try:
-                    if (await client.get(url + "/_sim/stats")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.05)
 
 
 async def set_up(session: pbxsession.Session, url: str, store: pbxsession.MemoryStore) -> None:
@@ -88,29 +55,29 @@ async def set_up(session: pbxsession.Session, url: str, store: pbxsession.Memory
     await session.rtc_reset(getnew=True)
 
 
-async def staged(url: str, ws_url: str, delay: float) -> float:
+async def staged(sim: SimProcess, delay: float) -> float:
     store = pbxsession.MemoryStore()
-    async with pbxsession.open_session(url, ws_host=ws_url, store=store) as session:
-        await set_up(session, url, store)
-        await control(url, "/_sim/delay", {"seconds": delay, "cmd": None})
+    async with pbxsession.open_session(sim.url, ws_host=sim.ws_url, store=store) as session:
+        await set_up(session, sim.url, store)
+        await sim.post("delay", {"seconds": delay, "cmd": None})
         try:
             start = time.perf_counter()
             report = await session.exit(logout=True)
             elapsed = time.perf_counter() - start
         finally:
-            await control(url, "/_sim/delay", {"seconds": 0, "cmd": None})
+            await sim.post("delay", {"seconds": 0, "cmd": None})
     outcomes = {name: r.outcome.value for name, r in report.steps.items()}
     if set(outcomes.values()) != {"ok"}:
         raise RuntimeError(f"staged exit did not run every step: {outcomes}")
     return elapsed
 
 
-async def sequential(url: str, ws_url: str, delay: float) -> float:
+async def sequential(sim: SimProcess, delay: float) -> float:
     store = pbxsession.MemoryStore()
     async with pbxsession.open_session(
-        url, ws_host=ws_url, store=store, keep_session=True
+        sim.url, ws_host=sim.ws_url, store=store, keep_session=True
     ) as session:
-        await set_up(session, url, store)
+        await set_up(session, sim.url, store)
         held = session._rtc_password
         history = list(session._history)
         assert held is not None
@@ -123,48 +90,26 @@ async def sequential(url: str, ws_url: str, delay: float) -> float:
         ]
         async with new_http_client(timeout=10.0, verify=True) as client:
             transport = CommandTransport(client, store)
-            await control(url, "/_sim/delay", {"seconds": delay, "cmd": None})
+            await sim.post("delay", {"seconds": delay, "cmd": None})
             try:
                 start = time.perf_counter()
                 for command in commands:
-                    await transport.send(url, command, None)
+                    await transport.send(sim.url, command, None)
                 elapsed = time.perf_counter() - start
             finally:
-                await control(url, "/_sim/delay", {"seconds": 0, "cmd": None})
+                await sim.post("delay", {"seconds": 0, "cmd": None})
     return elapsed
 
 
-def start_simulator(port: int, feed_port: int) -> subprocess.Popen[bytes]:
-    """The simulator in a process of its own, on loopback ports."""
-    sim_cmd = [
-        sys.executable,
-        "-m",
-        "pbxsession.sim",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--feed-port",
-        str(feed_port),
-    ]
-    print("simulator:", shlex.join(sim_cmd))
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    return subprocess.Popen(sim_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-
-
-async def run(
-    process: subprocess.Popen[bytes], url: str, ws_url: str, reps: int, delay: float
-) -> int:
+async def run(sim: SimProcess, reps: int, delay: float) -> int:
     print(f"delay per command: {delay * 1000:.0f} ms (POST /_sim/delay), repetitions: {reps}")
     times: dict[str, list[float]] = {"staged": [], "sequential": []}
-    with trio.fail_after(CEILING):
-        await wait_ready(url, process)
-        for rep in range(reps):
-            # Interleave, alternating which goes first.
-            order = ["staged", "sequential"] if rep % 2 == 0 else ["sequential", "staged"]
-            for name in order:
-                runner = staged if name == "staged" else sequential
-                times[name].append(await runner(url, ws_url, delay))
+    for rep in range(reps):
+        # Interleave, alternating which goes first.
+        order = ["staged", "sequential"] if rep % 2 == 0 else ["sequential", "staged"]
+        for name in order:
+            runner = staged if name == "staged" else sequential
+            times[name].append(await runner(sim, delay))
 
     print()
     print(f"{'variant':<12} {'median s':>9} {'min s':>7} {'max s':>7}  runs")
@@ -190,20 +135,8 @@ def main() -> int:
     logging.getLogger("pbxsession").setLevel(logging.ERROR)
     if not 1 <= args.reps <= 50 or not 0 < args.delay <= 2:
         parser.error("--reps must be 1 to 50 and --delay in (0, 2]")
-    port, feed_port = free_port(), free_port()
     print("benchmark:", shlex.join([sys.executable, *sys.argv]))
-    process = start_simulator(port, feed_port)
-    try:
-        return trio.run(
-            run, process, f"http://{HOST}:{port}", f"ws://{HOST}:{feed_port}", args.reps, args.delay
-        )
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return run_with_simulator(run, args.reps, args.delay, time_limit=CEILING)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,10 @@ from collections import Counter
 
 import httpx
 import trio
+from _benchsim import SimProcess, run_with_simulator
 
 import pbxsession
 from pbxsession import FeedEvent, FeedGap, FeedOptions, FullJitterBackoff, MemoryStore
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _simproc import SimProcess, simulator_process
 
 USER, PASSWORD = "alice", "alice-pass"
 
@@ -118,14 +116,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the feed logs each forced outage
     print("command:", " ".join([sys.executable, *sys.argv]))
-    with simulator_process() as sim:
-        print("simulator:", " ".join(sim.command))
-
-        async def limited() -> int:
-            with trio.fail_after(args.time_limit):
-                return await storm(sim, args.events, args.drops)
-
-        return trio.run(limited)
+    return run_with_simulator(storm, args.events, args.drops, time_limit=args.time_limit)
 
 
 if __name__ == "__main__":

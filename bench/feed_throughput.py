@@ -29,12 +29,10 @@ from urllib.parse import urlencode
 import httpx
 import trio
 import trio_websocket
+from _benchsim import SimProcess, run_with_simulator
 
 import pbxsession
 from pbxsession import FeedEvent, FeedGap, FeedOptions, MemoryStore
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _simproc import SimProcess, simulator_process
 
 API = "/api/api.whtm"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -126,6 +124,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 async def bench(sim: SimProcess, n: int, rounds: int) -> int:
+    print(f"{n} events per run, {rounds} rounds, raw and library interleaved")
     await run_raw(sim, min(n, 2000))  # warm up both paths (imports, first connections)
     await run_library(sim, min(n, 2000))
     raw: list[Run] = []
@@ -170,15 +169,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the feed logs each forced outage
     print("command:", " ".join([sys.executable, *sys.argv]))
-    with simulator_process() as sim:
-        print("simulator:", " ".join(sim.command))
-        print(f"{args.events} events per run, {args.rounds} rounds, raw and library interleaved")
-
-        async def limited() -> int:
-            with trio.fail_after(args.time_limit):
-                return await bench(sim, args.events, args.rounds)
-
-        return trio.run(limited)
+    return run_with_simulator(bench, args.events, args.rounds, time_limit=args.time_limit)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
-import trio
-from _benchsim import SimProcess, machine
+from _benchsim import SimProcess, machine, run_with_simulator
 
 import pbxsession
 from pbxsession import _wire as wire
@@ -56,7 +55,6 @@ class OverheadResult:
 
 
 async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
-    await sim.ready()
     store = pbxsession.MemoryStore()
     session_times: list[float] = []
     bare_times: list[float] = []
@@ -109,14 +107,7 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
 def measure(iterations: int = 2000, warmup: int = 100) -> OverheadResult:
     """Start a simulator process, measure, stop it; bounded by a five-minute ceiling."""
     logging.getLogger("pbxsession").setLevel(logging.WARNING)
-    with SimProcess() as sim:
-        print("simulator:", sim.describe(), flush=True)
-
-        async def bounded() -> OverheadResult:
-            with trio.fail_after(CEILING):
-                return await _run(sim, iterations, warmup)
-
-        return trio.run(bounded)
+    return run_with_simulator(_run, iterations, warmup, time_limit=CEILING)
 
 
 def report(result: OverheadResult) -> None:

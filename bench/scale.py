@@ -37,7 +37,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import trio
-from _benchsim import SimProcess, machine, raise_fd_limit
+from _benchsim import SimProcess, machine, run_with_simulator
 
 import pbxsession
 from pbxsession import StepOutcome
@@ -75,7 +75,6 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _run(sim: SimProcess, n: int, concurrency: int) -> ScaleResult:
-    await sim.ready()
     store = pbxsession.MemoryStore()
     limiter = trio.CapacityLimiter(concurrency)
     login_ms: dict[int, float] = {}
@@ -181,15 +180,8 @@ async def _run(sim: SimProcess, n: int, concurrency: int) -> ScaleResult:
 def measure(n: int = 1000, concurrency: int = 100, timeout: float = 300.0) -> ScaleResult:
     """Start a simulator process, open ``n`` sessions, exit them, stop it."""
     logging.getLogger("pbxsession").setLevel(logging.ERROR)
-    raise_fd_limit(max(8192, 4 * n + 256))
-    with SimProcess(fd_limit=max(8192, 4 * n + 256)) as sim:
-        print("simulator:", sim.describe(), flush=True)
-
-        async def bounded() -> ScaleResult:
-            with trio.fail_after(timeout):
-                return await _run(sim, n, concurrency)
-
-        return trio.run(bounded)
+    fd_limit = max(8192, 4 * n + 256)
+    return run_with_simulator(_run, n, concurrency, time_limit=timeout, fd_limit=fd_limit)
 
 
 def report(result: ScaleResult) -> None:
