@@ -38,14 +38,14 @@ class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
         self._wakeup = trio.Event()
 
     def _put(self, item: FeedItem) -> None:
-        terminal = isinstance(item, FeedStopped | SessionLost)
-        if len(self._items) >= self._buffer_size and not terminal:
+        items = self._items
+        if len(items) >= self._buffer_size and not isinstance(item, FeedStopped | SessionLost):
             self._missed += 1
             return
         if self._missed:
-            self._items.append(FeedGap("slow_consumer", missed=self._missed))
+            items.append(FeedGap("slow_consumer", missed=self._missed))
             self._missed = 0
-        self._items.append(item)
+        items.append(item)
         self._wakeup.set()
 
     def _end(self) -> None:
@@ -78,6 +78,30 @@ class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
         tasks may receive from one subscription; each item goes to one of them.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        items = self._items
+        if items and not self._closed:
+            # Fast path, ``receive_nowait`` inlined: the item is taken, so a
+            # cancellation from here on must not lose it.
+            item = items.popleft()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+        return await self._receive_waiting()
+
+    async def __anext__(self) -> FeedItem:
+        # ``receive`` inlined for ``async for``, the usual way to consume.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        items = self._items
+        if items and not self._closed:
+            item = items.popleft()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+        try:
+            return await self._receive_waiting()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _receive_waiting(self) -> FeedItem:
+        # ``receive`` past its first checkpoint, when no item was at hand.
         while True:
             try:
                 item = self.receive_nowait()

@@ -235,7 +235,11 @@ class FeedRunner:
                 elif outage_started is None:
                     outage_started = now
                 if not self._outage_logged:
-                    log.warning("live feed lost (errno %d): %s; reconnecting", exc.errno, exc)
+                    # The text, not the exception: a handler that keeps records
+                    # (pytest, MemoryHandler) would keep its traceback's frames.
+                    log.warning(
+                        "live feed lost (errno %d): %s; reconnecting", exc.errno, exc.message
+                    )
                     self._outage_logged = True
                 limit = self._options.max_ws_retry_time
                 elapsed = now - outage_started
@@ -310,16 +314,32 @@ class FeedRunner:
             raise ending
 
     async def _read(self, ws: trio_websocket.WebSocketConnection) -> None:
+        # The feed's hot loop: ``_receive`` inlined and lookups bound once.
+        get_message = ws.get_message
+        parse = wire.parse_feed_frame
+        publish = self._hub.publish
+        on_event = self._on_event
         while True:
-            frame = await _receive(ws)
+            try:
+                message = await get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                raise _Disconnected(
+                    wire.ERRNO_CONNECTION_FAILED, "feed closed without error"
+                ) from exc
+            try:
+                frame = parse(message)
+            except ProtocolError as exc:
+                raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, str(exc)) from exc
             if isinstance(frame, FeedEvent):
-                if self._position is not None and frame.seq <= self._position:
+                seq = frame.seq
+                position = self._position
+                if position is not None and seq <= position:
                     continue  # already delivered before a reconnect
-                self._position = self._last_seq = frame.seq
+                self._position = self._last_seq = seq
                 self._events += 1
-                if self._on_event is not None:
-                    self._on_event(frame)
-                self._hub.publish(frame)
+                if on_event is not None:
+                    on_event(frame)
+                publish(frame)
             elif isinstance(frame, wire.ErrorFrame):
                 raise _Disconnected(frame.errno, frame.message)
             else:
@@ -348,6 +368,7 @@ async def _send(ws: trio_websocket.WebSocketConnection, text: str) -> None:
 async def _receive(
     ws: trio_websocket.WebSocketConnection,
 ) -> wire.ReadyFrame | FeedEvent | wire.ErrorFrame:
+    # FeedRunner._read has this inlined: keep the two in step.
     try:
         message = await ws.get_message()
     except trio_websocket.ConnectionClosed as exc:

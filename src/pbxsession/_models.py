@@ -91,6 +91,27 @@ class FeedEvent:
         if not isinstance(self.data, MappingProxyType):
             object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
 
+    @classmethod
+    def _from_parsed(cls, seq: int, kind: str, data: dict[str, Any]) -> FeedEvent:
+        """The event for a freshly parsed frame (the feed's hot path).
+
+        ``data`` must be a dict that nobody else holds (just parsed from the
+        wire): it is wrapped read-only without the copy ``__init__`` makes.
+        Keep in step with the fields above.
+        """
+        event = _new_object(cls)
+        _set_seq(event, seq)
+        _set_kind(event, kind)
+        _set_data(event, MappingProxyType(data))
+        return event
+
+
+# The slot setters of FeedEvent, past the frozen ``__setattr__``: for ``_from_parsed``.
+_new_object = object.__new__
+_set_seq = FeedEvent.__dict__["seq"].__set__
+_set_kind = FeedEvent.__dict__["kind"].__set__
+_set_data = FeedEvent.__dict__["data"].__set__
+
 
 @dataclass(frozen=True, slots=True)
 class FeedGap:

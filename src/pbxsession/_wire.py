@@ -444,20 +444,40 @@ def _int(value: object, what: str) -> int:
     return value
 
 
+#: Parses a frame that is one JSON value with nothing around it, the usual case.
+_raw_decode = json.JSONDecoder().raw_decode
+
+
 def parse_feed_frame(text: str | bytes) -> ReadyFrame | FeedEvent | ErrorFrame:
     """Parse one server frame; anything off-protocol is :class:`ProtocolError`."""
-    try:
-        frame = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError("feed frame is not JSON") from exc
+    # Fast path for the feed's hot loop: ``raw_decode`` skips ``json.loads``'
+    # whitespace scans. Anything it does not take whole (bytes, surrounding
+    # whitespace, bad JSON) goes through ``json.loads``, which decides.
+    frame: Any = None
+    parsed = False
+    if type(text) is str:
+        try:
+            frame, end = _raw_decode(text)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            parsed = end == len(text)
+    if not parsed:
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError("feed frame is not JSON") from exc
     if not isinstance(frame, dict):
         raise ProtocolError("feed frame is not a JSON object")
     kind = frame.get("type")
     if kind == "event":
-        data = frame.get("data")
-        if not isinstance(data, dict) or not isinstance(frame.get("kind"), str):
+        seq, event_kind, data = frame.get("seq"), frame.get("kind"), frame.get("data")
+        if type(seq) is int and type(event_kind) is str and type(data) is dict:
+            # JSON gives exactly these types; ``data`` is fresh, held by no one else.
+            return FeedEvent._from_parsed(seq, event_kind, data)
+        if not isinstance(data, dict) or not isinstance(event_kind, str):
             raise ProtocolError("event frame needs a kind and a data object")
-        return FeedEvent(_int(frame.get("seq"), "seq"), frame["kind"], data)
+        return FeedEvent(_int(seq, "seq"), event_kind, data)
     if kind == "ready":
         resumed = frame.get("resumed")
         if not isinstance(resumed, bool):
