@@ -220,6 +220,12 @@ async def test_no_secret_anywhere(
     caplog_texts = [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
     caplog_texts += [caplog.text]
     assert leaks(caplog_texts, secrets) == []
+    # The library's records carry only plain values: no object (a command, an
+    # exception with its traceback) that holds a password or keeps a session alive.
+    plain = (str, int, float, bool, type(None))
+    for record in caplog.records:
+        if record.name.startswith("pbxsession") and isinstance(record.args, tuple):
+            assert all(isinstance(a, plain) for a in record.args), (record.msg, record.args)
     assert leaks(texts, secrets) == []
     assert leaks(callback_messages, secrets) == []
     assert callback_messages[0].startswith("False") and callback_messages[1].startswith("True")

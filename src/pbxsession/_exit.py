@@ -81,7 +81,7 @@ async def _run_step(
             results[step.name] = _result(StepOutcome.SKIPPED, started, reason=skipped.reason)
             return
         except Exception as exc:  # a failing step must not stop the others
-            log.info("exit step %s failed: %s", step.name, exc)
+            log.info("exit step %s failed: %s", step.name, str(exc))
             results[step.name] = _result(
                 StepOutcome.FAILED, started, error=exc, reason=f"{type(exc).__name__}: {exc}"
             )

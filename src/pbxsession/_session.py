@@ -327,7 +327,7 @@ class Session:
             raise
         except PbxError as exc:
             # The login stands; exit will not overwrite a history it never saw.
-            log.warning("could not load the saved call history: %s", exc)
+            log.warning("could not load the saved call history: %s", str(exc))
             return
         self._history.extend(reply.history or ())
         self._history_loaded = True
@@ -598,14 +598,18 @@ class Session:
                     with trio.move_on_at(deadline + _EXIT_CLOSE_GRACE):
                         await self._store.record_context(self._host, self._sub_id, None)
                 except Exception as exc:  # the report matters more than the store's note
-                    log.warning("could not note the logout in the session store: %s", exc)
+                    log.warning("could not note the logout in the session store: %s", str(exc))
             report = ExitReport(
                 steps={name: steps[name] for name in STEP_NAMES},
                 duration=trio.current_time() - started,
             )
             self._exit_report = report
             self._lifecycle.apply(Event.EXIT_FINISHED)
-        log.info("exit finished in %.2fs: %s", report.duration, report)
+        log.info(
+            "exit finished in %.2fs: %s",
+            report.duration,
+            ", ".join(f"{name} {r.outcome.value}" for name, r in report.steps.items()),
+        )
         return report
 
     async def _exit_close(self, deadline: float) -> None:

@@ -88,7 +88,7 @@ class CommandTransport:
                 if attempt + 1 >= attempts:
                     raise
                 delay = random.uniform(0, self._retry_backoff * 2**attempt)
-                log.debug("retrying %r in %.2fs after: %s", command, delay, exc)
+                log.debug("retrying %s in %.2fs after: %s", command.cmd, delay, str(exc))
                 await trio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -97,7 +97,9 @@ class CommandTransport:
         cookie = await self._store.get_cookie(host)
         if cookie is not None:
             headers["Cookie"] = wire.cookie_header(cookie)
-        log.debug("-> %s %r subid=%s", host, command, subid)
+        if log.isEnabledFor(logging.DEBUG):
+            # A string, not the command: a record's args must not carry a password.
+            log.debug("-> %s %s subid=%s", host, repr(command), subid)
         self.commands_sent += 1
         request = self._client.build_request(
             "POST", host + wire.COMMAND_PATH, content=command.encode(subid), headers=headers

@@ -225,7 +225,7 @@ class RedisStore:
                             "release the lock", lambda c: self._release([key], [token], c)
                         )
                     except StoreError as exc:  # it expires by itself after lock_ttl
-                        log.warning("%s", exc)
+                        log.warning("%s", str(exc))
 
     # ------------------------------------------------------------- internals
 
