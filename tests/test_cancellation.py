@@ -17,12 +17,11 @@ cancellation at its next checkpoint):
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
+from _support import session_on
 
 import pbxsession
 from pbxsession import MemoryStore, State, StepOutcome
@@ -30,15 +29,6 @@ from pbxsession.sim import Simulator
 
 DELAY = 2.0
 FRACTIONS = [0.0, *sorted(round(random.Random(7000 + i).random(), 3) for i in range(7)), 0.999]
-
-
-@asynccontextmanager
-async def session_on(
-    sim: Simulator, store: MemoryStore, **kwargs: object
-) -> AsyncIterator[pbxsession.Session]:
-    kwargs.setdefault("ws_host", sim.ws_url)
-    async with pbxsession.open_session(sim.url, store=store, **kwargs) as session:  # type: ignore[arg-type]
-        yield session
 
 
 async def no_feed_left(sim: Simulator) -> None:

@@ -7,15 +7,13 @@ simulator's delays and the exit's timeouts then pass in virtual time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from _support import session_on
 
 import pbxsession
 from pbxsession import (
@@ -42,15 +40,6 @@ STEP_COMMAND = {
     "rtc_release": "rtcreset",
     "logout": "logout",
 }
-
-
-@asynccontextmanager
-async def session_on(
-    sim: Simulator, store: MemoryStore, **kwargs: Any
-) -> AsyncIterator[pbxsession.Session]:
-    kwargs.setdefault("ws_host", sim.ws_url)
-    async with pbxsession.open_session(sim.url, store=store, **kwargs) as session:
-        yield session
 
 
 def state_of(session: pbxsession.Session) -> State:

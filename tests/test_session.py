@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
+from _support import session_on
 
 import pbxsession
 from pbxsession import (
@@ -26,15 +25,6 @@ from pbxsession import (
     UnknownCompanyError,
 )
 from pbxsession.sim import Simulator
-
-
-@asynccontextmanager
-async def session_on(
-    sim: Simulator, store: MemoryStore, **kwargs: object
-) -> AsyncIterator[pbxsession.Session]:
-    kwargs.setdefault("ws_host", sim.ws_url)
-    async with pbxsession.open_session(sim.url, store=store, **kwargs) as session:  # type: ignore[arg-type]
-        yield session
 
 
 def context_of(

@@ -87,19 +87,6 @@ class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
             return item
         return await self._receive_waiting()
 
-    async def __anext__(self) -> FeedItem:
-        # ``receive`` inlined for ``async for``, the usual way to consume.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        items = self._items
-        if items and not self._closed:
-            item = items.popleft()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return item
-        try:
-            return await self._receive_waiting()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
     async def _receive_waiting(self) -> FeedItem:
         # ``receive`` past its first checkpoint, when no item was at hand.
         while True:
