@@ -29,6 +29,7 @@ import trio
 
 import pbxsession
 from pbxsession import (
+    InvalidArgumentError,
     MemoryStore,
     RedisStore,
     SessionStore,
@@ -572,3 +573,35 @@ async def test_redis_unreachable_is_a_store_error_without_the_password() -> None
             await store.get_cookie("http://127.0.0.1:1")
     assert "s3cret" not in str(caught.value)
     assert f"127.0.0.1:{port}" in str(caught.value)
+
+
+async def test_memory_store_forgets_contexts_past_their_ttl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr("pbxsession.stores._memory.time.time", lambda: now[0])
+    store = MemoryStore(context_ttl=100)
+    await store.record_context("https://pbx", "old", "alice")
+    now[0] += 50
+    await store.record_context("https://pbx", "recent", "bob")
+    now[0] += 60  # "old" is 110 s old, "recent" 60 s
+    await store.record_context("https://pbx", None, "carol")
+    assert set(await store.contexts("https://pbx")) == {"recent", None}
+    with pytest.raises(InvalidArgumentError):
+        MemoryStore(context_ttl=0)
+
+
+async def test_sqlite_store_forgets_contexts_past_their_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr("pbxsession.stores._sqlite.time.time", lambda: now[0])
+    store = SqliteStore(tmp_path / "s.sqlite3", context_ttl=100)
+    await store.record_context("https://pbx", "old", "alice")
+    now[0] += 50
+    await store.record_context("https://pbx", "recent", "bob")
+    now[0] += 60
+    await store.record_context("https://pbx", None, "carol")
+    assert set(await store.contexts("https://pbx")) == {"recent", None}
+    with pytest.raises(InvalidArgumentError):
+        SqliteStore(tmp_path / "t.sqlite3", context_ttl=-1)

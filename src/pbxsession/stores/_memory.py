@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from .._errors import InvalidArgumentError
 from ._base import ContextRecord
 
 __all__ = ["MemoryStore", "default_store"]
@@ -17,9 +18,17 @@ class MemoryStore:
     """A :class:`~pbxsession.stores.SessionStore` in memory, shared within one process.
 
     Sessions given the same ``MemoryStore`` behave like tabs of one browser.
+    A context not recorded for ``context_ttl`` seconds (default 30 days) is
+    forgotten, so that a long-running process's random sub-IDs do not pile up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, context_ttl: float = 30 * 86400.0) -> None:
+        if isinstance(context_ttl, bool) or not isinstance(context_ttl, int | float):
+            raise InvalidArgumentError("context_ttl must be a number of seconds")
+        if not context_ttl > 0:
+            raise InvalidArgumentError("context_ttl must be positive")
+        self._context_ttl = float(context_ttl)
+        self._pruned_at = time.time()
         self._cookies: dict[str, str] = {}
         self._contexts: dict[tuple[str, str | None], ContextRecord] = {}
         self._locks: dict[str, trio.Lock] = {}
@@ -37,7 +46,14 @@ class MemoryStore:
 
     async def record_context(self, host: str, subid: str | None, login: str | None) -> None:
         """Note that context ``subid`` on ``host`` is logged in as ``login`` (or out)."""
-        self._contexts[(host, subid)] = ContextRecord(login, time.time())
+        now = time.time()
+        self._contexts[(host, subid)] = ContextRecord(login, now)
+        # A sweep at most once per tenth of the TTL keeps writes O(1) on average.
+        if now - self._pruned_at >= self._context_ttl / 10:
+            self._pruned_at = now
+            cutoff = now - self._context_ttl
+            for key in [k for k, r in self._contexts.items() if r.seen_at < cutoff]:
+                del self._contexts[key]
 
     async def get_context(self, host: str, subid: str | None) -> ContextRecord | None:
         """What was last recorded of context ``subid`` on ``host``."""

@@ -111,18 +111,31 @@ class SqliteStore:
     shares its cookie (and so the default context's login), like tabs of one
     browser. ``busy_timeout`` bounds how long a write waits for another
     process's; ``lock_timeout`` how long :meth:`lock` waits before raising
-    :class:`~pbxsession.StoreError`. See the module's docstring for the design.
+    :class:`~pbxsession.StoreError`. A context not recorded for
+    ``context_ttl`` seconds (default 30 days) is forgotten at the next write,
+    so that random sub-IDs do not pile up. See the module's docstring for
+    the design.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0, lock_timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        lock_timeout: float = 30.0,
+        context_ttl: float = 30 * 86400.0,
     ) -> None:
-        for name, value in (("busy_timeout", busy_timeout), ("lock_timeout", lock_timeout)):
+        for name, value in (
+            ("busy_timeout", busy_timeout),
+            ("lock_timeout", lock_timeout),
+            ("context_ttl", context_ttl),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidArgumentError(f"{name} must be a positive number of seconds")
         self._path = Path(path)
         self._busy_timeout = float(busy_timeout)
         self._lock_timeout = float(lock_timeout)
+        self._context_ttl = float(context_ttl)
         self._ready = False
         self._ready_lock = threading.Lock()
         self._local_locks: dict[str, trio.Lock] = {}
@@ -169,12 +182,15 @@ class SqliteStore:
         """Note that context ``subid`` on ``host`` is logged in as ``login`` (or out)."""
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO context (host, subid, login, seen_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (host, subid) DO UPDATE SET"
-                " login = excluded.login, seen_at = excluded.seen_at",
-                (host, _subid_key(subid), login, time.time()),
-            )
+            now = time.time()
+            with _immediate(conn):
+                conn.execute(
+                    "INSERT INTO context (host, subid, login, seen_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (host, subid) DO UPDATE SET"
+                    " login = excluded.login, seen_at = excluded.seen_at",
+                    (host, _subid_key(subid), login, now),
+                )
+                conn.execute("DELETE FROM context WHERE seen_at < ?", (now - self._context_ttl,))
 
         await self._run("record a context", write)
 
