@@ -290,3 +290,48 @@ async def test_spinner_on_a_terminal_not_when_piped(
         os.close(controller)
     assert status == 0
     assert SPINNER in seen.decode(errors="replace")
+
+
+async def test_sim_command_serves_until_ctrl_c(tmp_path: Path) -> None:
+    import httpx
+
+    ports = []
+    for _ in range(2):
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        ports.append(listener.socket.getsockname()[1])
+        await listener.aclose()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pbxsession.cli", "sim", "--port", str(ports[0]),
+         "--feed-port", str(ports[1])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(tmp_path),
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(15):
+            async with httpx.AsyncClient(trust_env=False) as client:
+                while True:
+                    try:
+                        reply = await client.post(
+                            f"http://127.0.0.1:{ports[0]}/api/api.whtm",
+                            data={
+                                "cmd": "login",
+                                "sessionUser": "alice",
+                                "sessionPass": "alice-pass",
+                            },
+                        )
+                        break
+                    except httpx.TransportError:
+                        await trio.sleep(0.05)  # not listening yet
+            assert 'result="success"' in reply.text
+            process.send_signal(signal.SIGINT)
+            status = await process.wait()
+        err = b""
+        while chunk := await process.stderr.receive_some():
+            err += chunk
+    finally:
+        process.kill()
+        await process.wait()
+    assert status == 0
+    assert b"Traceback" not in err

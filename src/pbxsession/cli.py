@@ -329,10 +329,13 @@ def demo(options: Options, seconds: float) -> None:
     _run(options, lambda: run_demo(options.out, seconds=seconds, as_json=options.as_json))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,  # --help goes to the simulator's own parser
+)
 @click.pass_context
 def sim(ctx: click.Context) -> None:
-    """Run the simulator standalone (see `pbxsession sim --help`)."""
+    """Run the simulator standalone (options: pbxsession sim --help)."""
     from pbxsession.sim import main as sim_main
 
     ctx.exit(sim_main(ctx.args))
