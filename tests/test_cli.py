@@ -39,6 +39,13 @@ async def run_cli(
         )
 
 
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
 def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
     err = result.stderr.decode()
     assert "Traceback" not in err
@@ -115,9 +122,7 @@ async def test_login_whoami_feed_exit_across_invocations(sim: Simulator, tmp_pat
             process.send_signal(signal.SIGINT)
             status = await process.wait()
             assert trio.current_time() - interrupted_at < 5
-        err = b""
-        while chunk := await process.stderr.receive_some():
-            err += chunk
+        err = await read_all(process.stderr)
         assert status == 130
         assert b"Traceback" not in err
     finally:
@@ -235,9 +240,7 @@ async def test_ctrl_c_during_a_slow_call_exits_cleanly(
             process.send_signal(signal.SIGINT)
             status = await process.wait()
             elapsed = trio.current_time() - interrupted_at
-        err = b""
-        while chunk := await process.stderr.receive_some():
-            err += chunk
+        err = await read_all(process.stderr)
     finally:
         process.kill()
         await process.wait()
@@ -327,9 +330,7 @@ async def test_sim_command_serves_until_ctrl_c(tmp_path: Path) -> None:
             assert 'result="success"' in reply.text
             process.send_signal(signal.SIGINT)
             status = await process.wait()
-        err = b""
-        while chunk := await process.stderr.receive_some():
-            err += chunk
+        err = await read_all(process.stderr)
     finally:
         process.kill()
         await process.wait()
