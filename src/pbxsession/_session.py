@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -419,16 +420,12 @@ class Session:
                 return
             started = trio.current_time()
             self._lifecycle.apply(Event.EXIT_STARTED)
-            await self._stop_feed()
-            self._hub.close()
-            if self._client is not None:
-                await self._client.aclose()
+            await self._exit_close(started + self._exit_timeouts.total + _EXIT_CLOSE_GRACE)
             skipped = StepResult(StepOutcome.SKIPPED, reason="detached: exit_on_close=False")
             self._exit_report = ExitReport(
                 steps=dict.fromkeys(STEP_NAMES, skipped),
                 duration=trio.current_time() - started,
             )
-            self._user = None
             self._lifecycle.apply(Event.EXIT_FINISHED)
 
     # -------------------------------------------------------------- internals
@@ -508,10 +505,11 @@ class Session:
         with trio.CancelScope(shield=True):
             await self._store.record_context(self._require_host(), self._sub_id, None)
 
-    async def _stop_feed(self) -> None:
+    async def _stop_feed(self, deadline: float = math.inf) -> None:
+        """Stop the login's feed (shielded), waiting for it until ``deadline`` at most."""
         feed, self._feed = self._feed, None
         if feed is not None:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True, deadline=deadline):
                 await feed.stop()
 
     def _new_feed(self, generation: int) -> FeedRunner | None:
@@ -577,10 +575,7 @@ class Session:
                     stage_one, step_timeout=bounds.step, deadline=deadline, results=steps
                 )
                 # The feed goes before logout, which would otherwise end it with errno 2.
-                feed, self._feed = self._feed, None
-                if feed is not None:
-                    with trio.move_on_at(deadline):
-                        await feed.stop()
+                await self._stop_feed(deadline)
                 stage_two = [ExitStep("logout", lambda: self._step_logout(logout, user, lost))]
                 await run_stage(
                     stage_two, step_timeout=bounds.step, deadline=deadline, results=steps
@@ -617,10 +612,7 @@ class Session:
         self._user = None
         self._rtc_password = None
         self._generation += 1
-        feed, self._feed = self._feed, None
-        if feed is not None:
-            with trio.move_on_at(deadline):
-                await feed.stop()
+        await self._stop_feed(deadline)
         self._hub.close()
         if self._client is not None:
             with trio.move_on_at(deadline):
