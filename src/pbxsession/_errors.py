@@ -16,11 +16,15 @@ collects failures, one of these is raised, chained (``from``) to the cause.
     │   ├── UnknownCompanyError  badcompany: not one of the login's companies
     │   ├── StaleCredentialError stale: the WebRTC password was reset elsewhere
     │   └── SessionLostError     notloggedin while logged in: the login is gone
+    ├── SessionBusyError         another operation of this session is in progress
     ├── ProtocolError            the reply breaks PROTOCOL.md (malformed, too big)
     ├── PbxUnavailableError      connection failure, timeout, HTTP 5xx
+    │   ├── PbxTimeoutError      no whole reply in time (also a TimeoutError)
+    │   └── TlsError             the TLS handshake failed (never retried)
     └── StoreError               a session store cannot be read or written
 
-No message, attribute or ``repr`` of these ever holds a password.
+No message, attribute or ``repr`` of these, nor anything chained to them,
+ever holds a password or a session cookie.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ __all__ = [
     "InvalidStateError",
     "LoginError",
     "PbxError",
+    "PbxTimeoutError",
     "PbxUnavailableError",
     "PermissionDeniedError",
     "ProtocolError",
+    "SessionBusyError",
     "SessionLostError",
     "StaleCredentialError",
     "StoreError",
+    "TlsError",
     "UnknownCompanyError",
 ]
 
@@ -120,12 +127,39 @@ class SessionLostError(CommandError):
     """
 
 
+class SessionBusyError(PbxError):
+    """Another operation of this session is in progress; nothing was done.
+
+    Like trio's ``BusyResourceError``: a synchronous operation (``set_host``,
+    ``get_sub_id``...) made while an async one runs is refused with this.
+    ``operation`` names the refused operation.
+    """
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(f"{operation}() refused: another operation of this session is in progress")
+
+
 class ProtocolError(PbxError):
     """The PBX's reply does not follow PROTOCOL.md (malformed, oversized...)."""
 
 
 class PbxUnavailableError(PbxError):
     """The PBX could not be reached or failed itself (timeout, refused, HTTP 5xx)."""
+
+
+class PbxTimeoutError(PbxUnavailableError, TimeoutError):
+    """The PBX accepted the request but no whole reply came in time.
+
+    The message says how many attempts were made and how long was waited.
+    """
+
+
+class TlsError(PbxUnavailableError):
+    """The TLS handshake failed (certificate, host name, or TLS on a plain port).
+
+    Never retried: a certificate does not get better by retrying.
+    """
 
 
 class StoreError(PbxError):

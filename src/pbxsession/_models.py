@@ -18,11 +18,13 @@ from ._errors import InvalidArgumentError
 __all__ = [
     "Company",
     "ExitReport",
+    "FeedDown",
     "FeedEvent",
     "FeedGap",
     "FeedItem",
     "FeedOptions",
     "FeedStopped",
+    "FeedUp",
     "Permission",
     "SessionLost",
     "StepOutcome",
@@ -144,7 +146,35 @@ class SessionLost:
     reason: str
 
 
-FeedItem = FeedEvent | FeedGap | FeedStopped | SessionLost
+@dataclass(frozen=True, slots=True)
+class FeedDown:
+    """The feed's connection is down and it is reconnecting (an outage began).
+
+    ``errno`` is the 6.5 number of what ended the connection (PROTOCOL.md),
+    ``reason`` the text. One per outage: a feed that flaps (comes up and
+    drops again before it has stayed up a while) is one outage. The next
+    item after it is :class:`FeedUp`, :class:`FeedStopped` or
+    :class:`SessionLost`.
+    """
+
+    errno: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedUp:
+    """The feed is back after a :class:`FeedDown` (the outage ended).
+
+    ``resumed`` says whether the PBX still had every event missed meanwhile;
+    when it is ``False`` a ``FeedGap(reason="server")`` precedes this item.
+    ``downtime`` is the outage's length in seconds.
+    """
+
+    resumed: bool
+    downtime: float
+
+
+FeedItem = FeedEvent | FeedGap | FeedDown | FeedUp | FeedStopped | SessionLost
 
 
 def _check_seconds(name: str, value: float | None, *, low: float, high: float) -> None:
@@ -164,6 +194,9 @@ class FeedOptions:
     keep-alive period (10 to 999 s); a pong later than ``pong_timeout`` counts
     as errno 92; ``max_ws_retry_time`` bounds reconnecting (0: never retry,
     ``None``: forever). ``buffer_size`` is each subscriber's queue length.
+    ``handshake_timeout`` bounds one connection attempt, from the TCP connect
+    through TLS and the WebSocket handshake to the ``ready`` frame (it is
+    also the longest ``login`` waits for the feed).
     """
 
     device: bool = True
@@ -174,11 +207,13 @@ class FeedOptions:
     pong_timeout: float = 30.0
     max_ws_retry_time: float | None = None
     buffer_size: int = 1000
+    handshake_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _check_seconds("pingtime", self.pingtime, low=10, high=999)
         _check_seconds("pong_timeout", self.pong_timeout, low=0.001, high=3600)
         _check_seconds("max_ws_retry_time", self.max_ws_retry_time, low=0, high=math.inf)
+        _check_seconds("handshake_timeout", self.handshake_timeout, low=0.001, high=3600)
         if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int):
             raise InvalidArgumentError("buffer_size must be an int")
         if self.buffer_size < 1:
