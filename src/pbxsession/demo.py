@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import pbxsession
@@ -68,15 +69,16 @@ async def run_demo(console: Console, *, seconds: float = 3.0, as_json: bool = Fa
                 async for item in events:
                     if isinstance(item, FeedEvent):
                         data = dict(item.data)
+                        shown = escape(json.dumps(data))
                         say(
                             "event",
-                            f"  feed #{item.seq} [green]{item.kind}[/] {json.dumps(data)}",
+                            f"  feed #{item.seq} [green]{escape(item.kind)}[/] {shown}",
                             seq=item.seq,
                             kind=item.kind,
                             data=data,
                         )
                     else:
-                        say("feed", f"  feed: {item}")
+                        say("feed", f"  feed: {escape(str(item))}")
             password = await session.rtc_reset(getnew=True)
             say(
                 "call",
@@ -99,13 +101,16 @@ async def run_demo(console: Console, *, seconds: float = 3.0, as_json: bool = Fa
                 flush=True,
             )
         else:
-            console.print(report_table(report))
+            console.print(report_table(report, logout=True))
         return report
 
 
-def report_table(report: ExitReport) -> Table:
-    """The exit report as a table: each step's outcome, time and detail."""
-    table = Table(title=f"exit(logout=True) in {report.duration * 1000:.0f} ms")
+def report_table(report: ExitReport, *, logout: bool) -> Table:
+    """The exit report as a table: each step's outcome, time and detail.
+
+    ``logout`` is what was asked of ``exit``, shown in the title.
+    """
+    table = Table(title=f"exit(logout={logout}) in {report.duration * 1000:.0f} ms")
     table.add_column("step")
     table.add_column("outcome")
     table.add_column("time", justify="right")
