@@ -18,7 +18,16 @@ import pbxsession
 from pbxsession import FeedOptions, FeedStopped, PbxError, SessionLost
 
 from .errors import EXIT_WRONG_STATE, CliFailure, failure_for
-from .output import Options, describe, emit, make_console, print_json, print_user, report_dict
+from .output import (
+    Options,
+    configure_logging,
+    describe,
+    emit,
+    make_console,
+    print_json,
+    print_user,
+    report_dict,
+)
 from .profile import (
     Profile,
     adopted,
@@ -70,7 +79,7 @@ def common_options(command: F) -> F:
         metavar="SECONDS",
         expose_value=False,
         callback=_set_timeout,
-        help=f"Report a PBX that does not answer within SECONDS (default {DEFAULT_TIMEOUT:g}).",
+        help=f"Give up on a silent PBX after SECONDS (default {DEFAULT_TIMEOUT:g}).",
     )(command)
     return click.option(
         "--json",
@@ -114,9 +123,13 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
     envvar="PBXSESSION_STATE_DIR",
     help="Where the session store lives (default: the user's state directory).",
 )
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show the library's log (what the PBX and feed did)."
+)
 @click.pass_context
-def cli(ctx: click.Context, state_dir: Path | None) -> None:
+def cli(ctx: click.Context, state_dir: Path | None, verbose: bool) -> None:
     """Manage a session with an IPCortex-style PBX: try it on the simulator or a real PBX."""
+    configure_logging(verbose)
     pending = ctx.ensure_object(_Pending)
     ctx.obj = Options(
         as_json=pending.as_json,

@@ -8,6 +8,7 @@ Under ``--json`` every result is one compact JSON object per line.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from pbxsession import (
 
 __all__ = [
     "Options",
+    "configure_logging",
     "describe",
     "emit",
     "make_console",
@@ -79,6 +81,20 @@ class Options:
     def profile_path(self) -> Path:
         """Where ``login`` notes the host, user and sub-ID (never a password)."""
         return self.state_dir / "cli.json"
+
+
+def configure_logging(verbose: bool) -> None:
+    """Show the library's log only with ``--verbose``.
+
+    Every outcome the command line reports itself (errors, feed items,
+    outages); the library's WARNING about the same would say it twice.
+    """
+    logger = logging.getLogger("pbxsession")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("pbxsession: %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def print_json(data: Any) -> None:

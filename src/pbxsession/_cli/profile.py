@@ -48,8 +48,8 @@ T = TypeVar("T")
 
 PASSWORD_ENV: Final = "PBXSESSION_PASSWORD"
 
-# The library's own timeout error (which counts the attempts) should win the
-# race against the command line's overall deadline: give it this head start.
+# Each request may take a little longer than --timeout, so that the command
+# line's own deadline (over all attempts) is the one that fires.
 _GRACE: Final = 1.0
 
 
@@ -85,14 +85,15 @@ def save_profile(options: Options, profile: Profile) -> None:
 def session_arguments(options: Options) -> dict[str, Any]:
     """The ``open_session`` keywords every command passes.
 
-    ``--timeout`` bounds each request today; once ``open_session`` takes
-    ``timeout=`` (the whole operation's bound) it goes there instead.
+    ``--timeout`` is enforced by :func:`bounded` over all attempts; each
+    request gets a little more. Once ``open_session`` takes ``timeout=`` (the
+    whole operation's bound) it goes there instead.
     """
     from pbxsession.stores import SqliteStore
 
     return {
         "store": SqliteStore(options.store_path),
-        "request_timeout": options.timeout,
+        "request_timeout": options.timeout + _GRACE,
         "keep_session": True,
         "exit_on_close": False,
     }
@@ -122,7 +123,7 @@ async def bounded(options: Options, call: Callable[[], Awaitable[T]]) -> T:
     """Await ``call()``, failing with exit status 4 past ``--timeout``."""
     seconds = options.timeout
     try:
-        with trio.fail_after(seconds + _GRACE):
+        with trio.fail_after(seconds):
             return await call()
     except trio.TooSlowError:
         message = f"PBX unreachable: no answer within {seconds:g} s (--timeout)"
