@@ -17,6 +17,7 @@ import trio
 from pbxsession.sim import Simulator
 
 PASSWORD = "admin-pass"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def env_for(state_dir: Path, **extra: str) -> dict[str, str]:
@@ -557,3 +558,23 @@ def test_feed_items_are_described_for_people_and_scripts() -> None:
     data, text = describe(FeedUp(resumed=True, downtime=1.5))
     assert data == {"type": "up", "resumed": True, "downtime": 1.5}
     assert "resumed" in text
+
+
+def test_the_documented_help_texts_are_fresh() -> None:
+    from pbxsession._cli import helptext
+
+    committed = (ROOT / helptext.DEFAULT_PATH).read_text(encoding="utf-8")
+    assert committed == helptext.help_markdown(), "stale: run python -m pbxsession._cli.helptext"
+    assert "### `pbxsession login --help`" in committed
+    assert "### `pbxsession sim --help`" in committed
+
+
+def test_the_help_generator_checks_and_writes(tmp_path: Path) -> None:
+    from pbxsession._cli import helptext
+
+    path = tmp_path / "help.md"
+    assert helptext.main([str(path), "--check"]) == 1
+    assert helptext.main([str(path)]) == 0
+    assert helptext.main([str(path), "--check"]) == 0
+    path.write_text("edited by hand\n", encoding="utf-8")
+    assert helptext.main([str(path), "--check"]) == 1
