@@ -81,6 +81,10 @@ async def test_demo_runs_a_whole_lifecycle() -> None:
     ):
         assert transition in out
     assert "feed #" in out
+    # A forced outage, and the gap it leaves (more events than the PBX keeps).
+    assert "forced outage" in out
+    assert "FeedGap(reason='server'" in out
+    assert "the feed is back" in out
     for step in ("chat_offline", "history_save", "rtc_release", "logout"):
         assert step in out
     assert "admin-pass" not in out
