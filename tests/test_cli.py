@@ -582,3 +582,12 @@ def test_the_help_generator_checks_and_writes(tmp_path: Path) -> None:
     assert helptext.main([str(path), "--check"]) == 0
     path.write_text("edited by hand\n", encoding="utf-8")
     assert helptext.main([str(path), "--check"]) == 1
+
+
+def test_the_documented_kinds_are_the_ones_used() -> None:
+    from pbxsession._cli.errors import KINDS
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for status, kind in KINDS.items():
+        if status:
+            assert f"| {status} | `{kind}`" in page
