@@ -591,3 +591,22 @@ def test_the_documented_kinds_are_the_ones_used() -> None:
     for status, kind in KINDS.items():
         if status:
             assert f"| {status} | `{kind}`" in page
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lifecycle rule (lead, issue 14): an adopted login whose PBX reply shows a "
+    "selected company other than home lands in company_selected",
+)
+async def test_whoami_after_select_company_shows_company_selected(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    await login(sim, tmp_path)
+    env = env_for(tmp_path)
+    chosen = await run_cli("--json", "select-company", "8", env=env)
+    assert chosen.returncode == 0, chosen.stderr.decode()
+    assert json.loads(chosen.stdout)["state"] == "company_selected"
+    who = await run_cli("--json", "whoami", env=env)
+    assert who.returncode == 0, who.stderr.decode()
+    assert json.loads(who.stdout)["company"] == "8"
+    assert json.loads(who.stdout)["state"] == "company_selected"
