@@ -1,0 +1,191 @@
+"""The login kept between invocations, and each PBX call's bound.
+
+``login`` notes the host, user and sub-ID in ``cli.json`` (never a password)
+next to the SQLite session store; every later command adopts that login
+with a ``checkonly`` login. Every wait on the PBX is bounded by
+``--timeout`` so a PBX that accepts and never answers is reported in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Final, TypeVar
+
+import click
+import trio
+
+import pbxsession
+from pbxsession import FeedOptions, Session, User
+
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_STORE,
+    EXIT_UNREACHABLE,
+    EXIT_WRONG_STATE,
+    NOT_LOGGED_IN,
+    CliFailure,
+)
+from .output import Options
+
+__all__ = [
+    "PASSWORD_ENV",
+    "Profile",
+    "adopted",
+    "bounded",
+    "open_cli_session",
+    "read_password",
+    "save_profile",
+    "spinner",
+]
+
+T = TypeVar("T")
+
+PASSWORD_ENV: Final = "PBXSESSION_PASSWORD"
+
+# Each request may take a little longer than --timeout, so that the command
+# line's own deadline (over all attempts) is the one that fires.
+_GRACE: Final = 1.0
+
+
+@dataclass
+class Profile:
+    """The PBX a previous ``login`` used."""
+
+    host: str
+    user: str
+    ws_host: str | None = None
+    subid: str | None = None
+    insecure: bool = False
+
+
+def _load_profile(options: Options) -> Profile:
+    try:
+        data = json.loads(options.profile_path.read_text(encoding="utf-8"))
+        return Profile(**data)
+    except FileNotFoundError:
+        raise CliFailure(NOT_LOGGED_IN, EXIT_WRONG_STATE, "not_logged_in") from None
+    except (ValueError, TypeError) as exc:
+        raise CliFailure(f"unreadable {options.profile_path}: {exc}", EXIT_STORE) from exc
+
+
+def save_profile(options: Options, profile: Profile) -> None:
+    """Note ``profile`` for later commands (mode 0600, in a 0700 folder)."""
+    options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(options.profile_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(asdict(profile), file)
+
+
+def session_arguments(options: Options) -> dict[str, Any]:
+    """The ``open_session`` keywords every command passes.
+
+    ``--timeout`` is enforced by :func:`bounded` over all attempts; each
+    request gets a little more. Once ``open_session`` takes ``timeout=`` (the
+    whole operation's bound) it goes there instead.
+    """
+    from pbxsession.stores import SqliteStore
+
+    return {
+        "store": SqliteStore(options.store_path),
+        "request_timeout": options.timeout + _GRACE,
+        "keep_session": True,
+        "exit_on_close": False,
+    }
+
+
+def open_cli_session(
+    options: Options,
+    host: str,
+    *,
+    ws_host: str | None,
+    subid: str | None,
+    insecure: bool,
+    feed: FeedOptions | None,
+) -> AbstractAsyncContextManager[Session]:
+    """``open_session`` as every command opens it: the kept store, no exit on close."""
+    return pbxsession.open_session(
+        host,
+        ws_host=ws_host,
+        subid=subid,
+        allow_insecure=insecure,
+        feed=feed,
+        **session_arguments(options),
+    )
+
+
+async def bounded(options: Options, call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()``, failing with exit status 4 past ``--timeout``."""
+    seconds = options.timeout
+    try:
+        with trio.fail_after(seconds):
+            return await call()
+    except trio.TooSlowError:
+        message = f"PBX unreachable: no answer within {seconds:g} s (--timeout)"
+        raise CliFailure(message, EXIT_UNREACHABLE, "timeout") from None
+
+
+@contextmanager
+def spinner(options: Options, text: str) -> Iterator[None]:
+    """Show a spinner on a terminal when the wait passes half a second.
+
+    rich draws it from a thread of its own, so a timer thread starts it: no
+    nursery, nothing for the awaited call's exceptions to be wrapped in.
+    """
+    if options.as_json or not options.err.is_terminal:
+        yield
+        return
+    status = options.err.status(text)
+    timer = threading.Timer(0.5, status.start)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        status.stop()
+
+
+@asynccontextmanager
+async def adopted(
+    options: Options, *, feed: FeedOptions | None = None
+) -> AsyncIterator[tuple[Session, User]]:
+    """A session that adopts the login of an earlier ``login`` (checkonly)."""
+    profile = _load_profile(options)
+    async with open_cli_session(
+        options,
+        profile.host,
+        ws_host=profile.ws_host,
+        subid=profile.subid,
+        insecure=profile.insecure,
+        feed=feed,
+    ) as session:
+        with spinner(options, "Checking the login…"):
+            user = await bounded(options, lambda: session.login(profile.user, checkonly=True))
+        yield session, user
+
+
+def read_password(password_stdin: bool) -> str:
+    """The password from standard input, the environment or a prompt, in that order."""
+    if password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise CliFailure("no password on standard input", EXIT_BAD_INPUT)
+        return line
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        raise CliFailure(
+            f"no password: type it at the prompt (on a terminal), set {PASSWORD_ENV}, "
+            "or pipe it with --password-stdin",
+            EXIT_BAD_INPUT,
+        )
+    password: str = click.prompt("Password", hide_input=True, err=True)
+    return password
