@@ -436,33 +436,55 @@ async def test_sqlite_subids_isolate_across_processes(sim: Simulator, tmp_path: 
     await check_subids_isolate(sim, spec, SqliteStore(spec["path"]))
 
 
-async def test_sqlite_20_processes_lose_no_write(sim: Simulator, tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
+async def check_20_processes_lose_no_write(
+    spec: dict[str, Any], store: SessionStore, tmp_path: Path
+) -> None:
     counter = tmp_path / "counter"
     counter.write_text("0")
     host = "http://127.0.0.1:1"
 
     async with trio.open_nursery() as nursery:
         for i in range(20):
-            spec = {"store": sqlite_spec(path), "op": "writes", "host": host, "user": "a:b"}
-            nursery.start_soon(run_worker, {**spec, "worker": i, "n": 5, "counter": str(counter)})
-    contexts = await SqliteStore(path).contexts(host)
+            job = {"store": spec, "op": "writes", "host": host, "user": "a:b"}
+            nursery.start_soon(run_worker, {**job, "worker": i, "n": 5, "counter": str(counter)})
+    contexts = await store.contexts(host)
     assert set(contexts) == {("a:b", f"w{i}-{j}") for i in range(20) for j in range(5)}
     assert counter.read_text() == "100"  # store.lock excluded every other process
 
 
-async def test_sqlite_20_tasks_lose_no_write(tmp_path: Path) -> None:
+async def test_sqlite_20_processes_lose_no_write(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    await check_20_processes_lose_no_write(sqlite_spec(path), SqliteStore(path), tmp_path)
+
+
+async def test_redis_20_processes_lose_no_write(
+    redis_store: RedisStore, redis_url: str, tmp_path: Path
+) -> None:
+    spec = redis_spec(redis_store, redis_url)
+    await check_20_processes_lose_no_write(spec, redis_store, tmp_path)
+
+
+async def test_20_tasks_lose_no_write(any_store: SessionStore, tmp_path: Path) -> None:
     host = "http://127.0.0.1:1"
-    stores = [SqliteStore(tmp_path / "store.sqlite3") for _ in range(20)]
+    # SQLite: a store object per task, as separate programs would have.
+    stores = [
+        SqliteStore(tmp_path / "store.sqlite3") if isinstance(any_store, SqliteStore) else any_store
+        for _ in range(20)
+    ]
+    kept: list[str | None] = []
 
     async def write(i: int) -> None:
         for j in range(10):
-            await stores[i].record_context(host, "bob", f"t{i}-{j}", True)
+            await stores[i].record_context(host, ("bob", "a:b")[i % 2], f"t{i}-{j}", True)
+        # Everyone's first cookie at once: one wins, and everyone adopts it.
+        kept.append(await stores[i].set_cookie(host, "bob", f"C{i}", replacing=None))
 
     async with trio.open_nursery() as nursery:
         for i in range(20):
             nursery.start_soon(write, i)
-    assert len(await stores[0].contexts(host)) == 200
+    assert len(await any_store.contexts(host)) == 200
+    assert len(set(kept)) == 1
+    assert kept[0] == await any_store.get_cookie(host, "bob")
 
 
 # ------------------------------------------------------- SQLite file safety
