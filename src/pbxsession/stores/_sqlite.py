@@ -42,13 +42,12 @@ How it works, and why:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -60,41 +59,11 @@ import trio
 from .._errors import InvalidArgumentError, StoreError
 from ._base import ContextRecord
 from ._files import create_private_file, open_lock
+from ._sqlite_schema import NOT_A_STORE, check_or_create_schema, enable_wal, immediate
 
 __all__ = ["SqliteStore", "default_store_path"]
 
 T = TypeVar("T")
-
-#: ``PRAGMA application_id`` of a pbxsession store: "PBXS".
-APPLICATION_ID = 0x50425853
-#: ``PRAGMA user_version`` of the schema this code writes (1: one cookie per host).
-SCHEMA_VERSION = 2
-
-_SCHEMA = (
-    "CREATE TABLE cookies ("
-    " host TEXT NOT NULL, user TEXT NOT NULL, value TEXT NOT NULL, updated_at REAL NOT NULL,"
-    " PRIMARY KEY (host, user))",
-    "CREATE TABLE contexts ("
-    " host TEXT NOT NULL, user TEXT NOT NULL, subid TEXT NOT NULL,"
-    " logged_in INTEGER NOT NULL, seen_at REAL NOT NULL,"
-    " PRIMARY KEY (host, user, subid))",
-)
-_TABLES = {"cookies", "contexts"}
-# Version 1 to 2: every user seen logged in on a host keeps that host's one
-# cookie, which is where their login lives on the PBX; logged-out contexts
-# had no user and are dropped.
-_MIGRATE_FROM_1 = (
-    "INSERT INTO contexts (host, user, subid, logged_in, seen_at)"
-    " SELECT host, login, subid, 1, seen_at FROM context WHERE login IS NOT NULL",
-    "INSERT OR IGNORE INTO cookies (host, user, value, updated_at)"
-    " SELECT c.host, x.login, c.value, c.updated_at FROM cookie c"
-    " JOIN context x ON x.host = c.host WHERE x.login IS NOT NULL",
-    "DROP TABLE cookie",
-    "DROP TABLE context",
-)
-_TABLES_1 = {"cookie", "context"}
-# SQLite's answers for a file that is not a (sound) database.
-_NOT_A_STORE = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
 
 
 def default_store_path() -> Path:
@@ -181,7 +150,7 @@ class SqliteStore:
         """Compare-and-set ``cookie`` (``None`` clears); return the cookie in effect."""
 
         def compare_and_set(conn: sqlite3.Connection) -> str | None:
-            with _immediate(conn):
+            with immediate(conn):
                 current = _cookie(conn, host, user)
                 if current is not None and current != replacing:
                     return current
@@ -205,7 +174,7 @@ class SqliteStore:
 
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
-            with _immediate(conn):
+            with immediate(conn):
                 # REPLACE gives the row a new, higher rowid: the newest record
                 # wins a tie of seen_at in latest_user.
                 conn.execute(
@@ -338,11 +307,11 @@ class SqliteStore:
         conn = self._connect()
         try:
             try:
-                with _immediate(conn):
-                    self._check_or_create_schema(conn)
-                _enable_wal(conn, self._path)
+                with immediate(conn):
+                    check_or_create_schema(conn, self._path)
+                enable_wal(conn, self._path)
             except sqlite3.DatabaseError as exc:
-                if getattr(exc, "sqlite_errorname", "") not in _NOT_A_STORE:
+                if getattr(exc, "sqlite_errorname", "") not in NOT_A_STORE:
                     raise  # locked, unreadable...: reported by _call as such
                 raise StoreError(
                     f"{self._path} is not a pbxsession session store: it is not a readable "
@@ -351,76 +320,9 @@ class SqliteStore:
         finally:
             conn.close()
 
-    def _check_or_create_schema(self, conn: sqlite3.Connection) -> None:
-        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
-        if app_id == 0 and version == 0 and not tables:
-            _create_schema(conn)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            return
-        if app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self._path} is an SQLite database of another program (application_id "
-                f"{app_id:#x}, tables {', '.join(sorted(tables)) or 'none'}), not a pbxsession "
-                "session store; it was left untouched: choose another path"
-            )
-        if version == 1:
-            if not tables >= _TABLES_1 or tables & _TABLES:
-                raise StoreError(
-                    f"{self._path}: the pbxsession session store of schema version 1 is "
-                    "damaged (its tables are not those of version 1); it was left untouched"
-                )
-            _create_schema(conn)  # in the caller's transaction: all or nothing
-            for statement in _MIGRATE_FROM_1:
-                conn.execute(statement)
-            return
-        if version != SCHEMA_VERSION:
-            newer = " by a newer pbxsession" if version > SCHEMA_VERSION else ""
-            raise StoreError(
-                f"{self._path} is a pbxsession session store of schema version {version}"
-                f"{newer}; this version reads versions 1 and {SCHEMA_VERSION} only"
-            )
-        if not tables >= _TABLES:
-            raise StoreError(f"{self._path}: the pbxsession session store is missing tables")
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    for statement in _SCHEMA:
-        conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
 
 def _cookie(conn: sqlite3.Connection, host: str, user: str) -> str | None:
     row = conn.execute(
         "SELECT value FROM cookies WHERE host = ? AND user = ?", (host, user)
     ).fetchone()
     return None if row is None else str(row[0])
-
-
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A ``BEGIN IMMEDIATE`` transaction: the write lock is taken before any read."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
-    """Switch the file to WAL (persistent), retrying while another process holds it."""
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-            continue
-        if mode.lower() != "wal":
-            raise StoreError(f"cannot put the session store {path} in WAL mode (got {mode!r})")
-        return
