@@ -715,6 +715,23 @@ async def test_package_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
     assert done.stdout.decode().strip() == "ok"
 
 
+async def test_sqlite_works_where_posix_modes_do_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbxsession.stores import _files
+
+    def no_modes(*args: object) -> None:
+        raise AssertionError("a POSIX mode call off POSIX")
+
+    monkeypatch.setattr(_files, "POSIX", False)  # as on Windows
+    monkeypatch.setattr(os, "chmod", no_modes)
+    monkeypatch.setattr(os, "fchmod", no_modes)
+    store = SqliteStore(tmp_path / "a" / "b" / "store.sqlite3")
+    async with store.lock("https://pbx", "alice"):
+        assert await store.set_cookie("https://pbx", "alice", "A", replacing=None) == "A"
+    assert await store.get_cookie("https://pbx", "alice") == "A"
+
+
 def test_default_store_path() -> None:
     path = pbxsession.default_store_path()
     assert path == platformdirs.user_state_path("pbxsession") / "sessions.sqlite3"

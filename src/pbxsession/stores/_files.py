@@ -63,4 +63,6 @@ def open_lock(path: Path) -> filelock.BaseFileLock:
     Not thread-local: taken in a worker thread, released in another.
     """
     make_private_dirs(path.parent)
-    return filelock.FileLock(path, mode=0o600, thread_local=False)
+    if POSIX:
+        return filelock.FileLock(path, mode=0o600, thread_local=False)
+    return filelock.FileLock(path, thread_local=False)  # the folder's ACL applies
