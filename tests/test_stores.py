@@ -900,3 +900,21 @@ async def test_sqlite_store_forgets_contexts_past_their_ttl(
     assert await store.latest_user("https://pbx") == "carol"
     with pytest.raises(InvalidArgumentError):
         SqliteStore(tmp_path / "t.sqlite3", context_ttl=-1)
+
+
+async def test_redis_store_forgets_contexts_past_their_ttl(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr("pbxsession.stores._redis.time.time", lambda: now[0])
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    async with RedisStore(redis_url, prefix=prefix, context_ttl=100) as store:
+        await store.record_context("https://pbx", "alice", "old", True)
+        now[0] += 50
+        await store.record_context("https://pbx", "bob", "recent", True)
+        now[0] += 60
+        await store.record_context("https://pbx", "carol", None, True)
+        assert set(await store.contexts("https://pbx")) == {("bob", "recent"), ("carol", None)}
+        assert await store.latest_user("https://pbx") == "carol"
+    with pytest.raises(InvalidArgumentError):
+        RedisStore(redis_url, context_ttl=0)

@@ -64,6 +64,26 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return current
 """
 
+# KEYS: contexts, cookie. ARGV: field, value, ttl_ms, cutoff ("": no sweep).
+# The sweep forgets the contexts last recorded before the cutoff (context_ttl).
+_RECORD = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] ~= '' then
+  local cutoff = tonumber(ARGV[4])
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local ok, data = pcall(cjson.decode, all[i + 1])
+    local seen = ok and type(data) == 'table' and tonumber(data['seen_at'])
+    if seen and seen < cutoff then
+      redis.call('HDEL', KEYS[1], all[i])
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 # KEYS: lock. ARGV: token. Deletes the lock only if this holder still has it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -99,8 +119,9 @@ class RedisStore:
     Every session using the same server, database and ``prefix`` shares the
     cookie of its user per host, like the tabs of one browser profile per
     user; sessions of different users never share one. Keys expire ``ttl``
-    seconds (default 24 h) after their last use. :meth:`lock` (per host and
-    user) is ``SET NX PX`` with a
+    seconds (default 24 h) after their last use, and a context not recorded
+    for ``context_ttl`` seconds (default 30 days) is forgotten, as by the
+    other stores. :meth:`lock` (per host and user) is ``SET NX PX`` with a
     random token: it expires by itself after ``lock_ttl`` if its holder dies,
     is released by a compare-and-delete script, and is waited for at most
     ``lock_timeout``. ``timeout`` bounds each Redis call. Close the store with
@@ -117,6 +138,7 @@ class RedisStore:
         lock_ttl: float = 30.0,
         lock_timeout: float = 30.0,
         timeout: float = 5.0,
+        context_ttl: float = 30 * 86400.0,
     ) -> None:
         try:
             import redis
@@ -129,6 +151,8 @@ class RedisStore:
         self._ttl_ms = int(_positive("ttl", ttl) * 1000)
         self._lock_ttl_ms = int(_positive("lock_ttl", lock_ttl) * 1000)
         self._lock_timeout = _positive("lock_timeout", lock_timeout)
+        self._context_ttl = _positive("context_ttl", context_ttl)
+        self._swept_at: dict[str, float] = {}
         timeout = _positive("timeout", timeout)
         self._prefix = prefix
         self._where = redact_url(url)
@@ -141,6 +165,7 @@ class RedisStore:
             raise StoreError(f"bad Redis URL {self._where}: {exc}") from None
         self._set_cookie = self._client.register_script(_SET_COOKIE)
         self._release = self._client.register_script(_RELEASE)
+        self._record = self._client.register_script(_RECORD)
         self._local_locks: dict[tuple[str, str], trio.Lock] = {}
 
     def __repr__(self) -> str:
@@ -194,18 +219,16 @@ class RedisStore:
         self, host: str, user: str, subid: str | None, logged_in: bool
     ) -> None:
         """Note that ``user``'s context ``subid`` on ``host`` is logged in (or out), now."""
-        value = json.dumps({"logged_in": bool(logged_in), "seen_at": time.time()})
-        contexts, cookie = self.key(host, "contexts"), self.key(host, "cookie", user)
-        field = _field(user, subid)
-
-        def write(client: redis.Redis) -> None:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.hset(contexts, field, value)
-                pipe.pexpire(contexts, self._ttl_ms)
-                pipe.pexpire(cookie, self._ttl_ms)
-                pipe.execute()
-
-        await self._run("record a context", write)
+        now = time.time()
+        value = json.dumps({"logged_in": bool(logged_in), "seen_at": now})
+        keys = [self.key(host, "contexts"), self.key(host, "cookie", user)]
+        # A sweep at most once per tenth of the TTL (per host) keeps writes O(1) on average.
+        cutoff = ""
+        if now - self._swept_at.setdefault(host, now) >= self._context_ttl / 10:
+            self._swept_at[host] = now
+            cutoff = repr(now - self._context_ttl)
+        args: list[str | int] = [_field(user, subid), value, self._ttl_ms, cutoff]
+        await self._run("record a context", lambda c: self._record(keys, args, c))
 
     async def get_context(self, host: str, user: str, subid: str | None) -> ContextRecord | None:
         """What was last recorded of ``user``'s context ``subid`` on ``host``."""
