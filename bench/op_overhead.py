@@ -60,7 +60,7 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
     bare_times: list[float] = []
     async with pbxsession.open_session(sim.url, store=store, feed=None) as session:
         await session.login("alice", "alice-pass")
-        cookie = await store.get_cookie(sim.url)
+        cookie = await store.get_cookie(sim.url, "")
         assert cookie is not None
         body = wire.rtc_reset_command(getnew=False).encode(None)
         headers = {"Content-Type": wire.FORM_CONTENT_TYPE, "Cookie": wire.cookie_header(cookie)}

@@ -8,8 +8,9 @@ The spec names the store (``{"kind": "sqlite", "path"}`` or ``{"kind":
   session on ``url`` and log in as ``user`` with the password (``login``),
   with ``checkonly`` (``adopt``) or with ``login_shared`` (``shared``);
   answers a list of ``{"login", "password_logins"}`` or ``{"error": code, ...}``;
-- ``writes``: record ``n`` contexts of its own (``w{worker}-{j}``), then, ``n``
-  times, add one to the number in the file ``counter`` under ``store.lock``.
+- ``writes``: record ``n`` contexts of its own (``w{worker}-{j}``) for ``user``,
+  then, ``n`` times, add one to the number in the file ``counter`` under
+  ``store.lock(host, user)``.
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ async def main(spec: dict[str, Any]) -> Any:
 
 
 async def writes(spec: dict[str, Any], store: pbxsession.SessionStore) -> dict[str, Any]:
-    host, worker, n = spec["host"], spec["worker"], spec["n"]
+    host, worker, n, user = spec["host"], spec["worker"], spec["n"], spec["user"]
     for j in range(n):
-        await store.record_context(host, f"w{worker}-{j}", "alice")
+        await store.record_context(host, user, f"w{worker}-{j}", True)
     counter = trio.Path(spec["counter"])
     for _ in range(n):
-        async with store.lock(host):
+        async with store.lock(host, user):
             value = int(await counter.read_text() or "0")
             await trio.sleep(0.001)  # a window for a lost update, were the lock broken
             await counter.write_text(str(value + 1))

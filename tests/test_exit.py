@@ -57,7 +57,7 @@ def call(n: int, state: str = "ended") -> dict[str, object]:
 
 async def set_presence(sim: Simulator, store: MemoryStore, show: str) -> None:
     """Set the user's presence as another program sharing the login would."""
-    cookie = await store.get_cookie(sim.url)
+    cookie = await store.get_cookie(sim.url, "")
     assert cookie is not None
     async with httpx.AsyncClient() as client:
         reply = await client.post(
@@ -115,8 +115,8 @@ async def test_exit_runs_every_step(sim: Simulator, store: MemoryStore) -> None:
         assert sim.stats()["feed_connections"] == 0
         assert session._client is not None and session._client.is_closed
         assert session.exit_report is report
-        record = await store.get_context(sim.url, None)
-        assert record is not None and record.login is None
+        record = await store.get_context(sim.url, "alice", None)
+        assert record is not None and not record.logged_in
     assert seen == [("logged_in", "exiting"), ("exiting", "closed")]
     # rtcreset carried the held password, without getnew.
     assert sim.command_count("rtcreset") == 2
@@ -261,8 +261,8 @@ async def test_notloggedin_fails_its_step_and_skips_logout(
         assert "notloggedin" in (report.steps["logout"].reason or "")
         assert sim.command_count("logout") == 0
         assert sim.user_view("alice")["rtc_pass"] != held
-        record = await store.get_context(sim.url, None)
-        assert record is not None and record.login is None
+        record = await store.get_context(sim.url, "alice", None)
+        assert record is not None and not record.logged_in
 
 
 async def test_every_step_notloggedin(sim: Simulator, store: MemoryStore) -> None:

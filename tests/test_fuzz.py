@@ -295,7 +295,7 @@ class SessionMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ helpers
 
     def cookie(self) -> str | None:
-        return self.driver.run(lambda: self.driver.store.get_cookie(self.sim.url))
+        return self.driver.run(lambda: self.driver.store.get_cookie(self.sim.url, ""))
 
     def key(self) -> tuple[str | None, str]:
         return self.cookie(), self.session.sub_id or ""
@@ -933,7 +933,7 @@ class SessionMachine(RuleBasedStateMachine):
     def client_matches_simulator(self) -> None:
         async def check() -> None:
             state = self.session.state
-            cookie = await self.driver.store.get_cookie(self.sim.url)
+            cookie = await self.driver.store.get_cookie(self.sim.url, "")
             subid = self.session.sub_id or ""
 
             def ctx() -> dict[str, object] | None:

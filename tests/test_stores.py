@@ -38,6 +38,7 @@ from pbxsession import (
     StoreError,
 )
 from pbxsession.sim import Simulator
+from pbxsession.stores import ContextRecord, CookieSlot
 
 WORKER = Path(__file__).with_name("store_worker.py")
 PASSWORD = b"alice-pass"
@@ -149,35 +150,110 @@ def logged_in(sim: Simulator) -> dict[tuple[str, str], object]:
 
 # ------------------------------------------------- the interface, every store
 
+# The session keys its one cookie per host by "" until it logs in per user
+# (the lead's Login object); the session-level tests below read it there.
+COOKIE_USER = ""
+# Names that would collide in a naively built key ("a:b" + ":cookie"...).
+TRICKY_USERS = ["alice", "", "a:b", "a", "a%3Ab", "b:cookie", "é/ü 1", "a:b:cookie"]
+
 
 async def test_cookie_compare_and_set(any_store: SessionStore) -> None:
     host = "http://127.0.0.1:1"
-    assert await any_store.get_cookie(host) is None
-    assert await any_store.set_cookie(host, "A", replacing=None) == "A"
-    assert await any_store.set_cookie(host, "B", replacing=None) == "A"  # someone was first
-    assert await any_store.set_cookie(host, "B", replacing="A") == "B"  # a restart's new one
-    assert await any_store.set_cookie(host, "C", replacing="A") == "B"  # stale: B stays
-    assert await any_store.get_cookie(host) == "B"
-    assert await any_store.get_cookie("http://127.0.0.1:2") is None
+    assert await any_store.get_cookie(host, "alice") is None
+    assert await any_store.set_cookie(host, "alice", "A", replacing=None) == "A"
+    assert await any_store.set_cookie(host, "alice", "B", replacing=None) == "A"  # someone first
+    assert await any_store.set_cookie(host, "alice", "B", replacing="A") == "B"  # a restart's
+    assert await any_store.set_cookie(host, "alice", "C", replacing="A") == "B"  # stale: B stays
+    assert await any_store.get_cookie(host, "alice") == "B"
+    assert await any_store.get_cookie("http://127.0.0.1:2", "alice") is None
 
 
-async def test_contexts_by_subid(any_store: SessionStore) -> None:
+async def test_cookie_is_cleared_by_compare_and_set(any_store: SessionStore) -> None:
+    host = "http://127.0.0.1:1"
+    await any_store.set_cookie(host, "alice", "A", replacing=None)
+    assert await any_store.set_cookie(host, "alice", None, replacing="X") == "A"  # stale: kept
+    assert await any_store.get_cookie(host, "alice") == "A"
+    assert await any_store.set_cookie(host, "alice", None, replacing="A") is None
+    assert await any_store.get_cookie(host, "alice") is None
+    assert await any_store.set_cookie(host, "alice", None, replacing="A") is None  # already
+    # Cleared, the slot takes a fresh cookie whatever the request was sent with.
+    assert await any_store.set_cookie(host, "alice", "B", replacing="A") == "B"
+
+
+async def test_cookies_are_per_user(any_store: SessionStore) -> None:
+    host = "http://127.0.0.1:1"
+    for n, user in enumerate(TRICKY_USERS):
+        assert await any_store.set_cookie(host, user, f"C{n}", replacing=None) == f"C{n}"
+    # Every user kept their own: none replaced another's.
+    for n, user in enumerate(TRICKY_USERS):
+        assert await any_store.get_cookie(host, user) == f"C{n}", user
+    assert await any_store.get_cookie(host, "bob") is None
+    # One user's clear and compare-and-set touch nobody else's.
+    assert await any_store.set_cookie(host, "a:b", None, replacing="C2") is None
+    assert await any_store.set_cookie(host, "a", "new", replacing="C3") == "new"
+    assert [await any_store.get_cookie(host, u) for u in TRICKY_USERS] == [
+        "C0", "C1", None, "new", "C4", "C5", "C6", "C7"
+    ]  # fmt: skip
+
+
+async def test_cookie_slot(any_store: SessionStore) -> None:
+    alice = CookieSlot(any_store, "http://127.0.0.1:1", "alice")
+    also_alice = CookieSlot(any_store, "http://127.0.0.1:1", "alice")
+    bob = CookieSlot(any_store, "http://127.0.0.1:1", "bob")
+    assert await alice.get() is None
+    assert await alice.put("A", replacing=None) == "A"
+    assert await also_alice.get() == "A"  # the same user's sessions share it
+    assert await bob.get() is None  # another user's never do
+    assert await bob.put("B", replacing=None) == "B"
+    assert await also_alice.put("A2", replacing="X") == "A"
+    assert await also_alice.put(None, replacing="A") is None
+    assert await alice.get() is None and await bob.get() == "B"
+    assert await any_store.get_cookie("http://127.0.0.1:1", "bob") == "B"
+
+
+async def test_contexts_by_user_and_subid(any_store: SessionStore) -> None:
     host = "http://127.0.0.1:1"
     before = time.time()
-    await any_store.record_context(host, None, "alice")
-    await any_store.record_context(host, "tab-1", "bob")
-    await any_store.record_context(host, "tab-2", "alice")
-    await any_store.record_context(host, "tab-2", None)
-    await any_store.record_context("http://127.0.0.1:2", "other", "bob")
-    record = await any_store.get_context(host, None)
-    assert record is not None and record.login == "alice" and record.seen_at >= before
-    assert await any_store.get_context(host, "nope") is None
+    await any_store.record_context(host, "alice", None, True)
+    await any_store.record_context(host, "bob", "tab-1", True)
+    await any_store.record_context(host, "alice", "tab-2", True)
+    await any_store.record_context(host, "alice", "tab-2", False)
+    await any_store.record_context(host, "bob", None, True)  # bob's default: not alice's
+    await any_store.record_context(host, "a:b", None, True)
+    await any_store.record_context("http://127.0.0.1:2", "bob", "other", True)
+    record = await any_store.get_context(host, "alice", None)
+    assert record == ContextRecord("alice", None, True, record.seen_at)
+    assert record.seen_at >= before
+    assert await any_store.get_context(host, "alice", "nope") is None
+    assert await any_store.get_context(host, "carol", None) is None
     everything = await any_store.contexts(host)
-    assert {k: v.login for k, v in everything.items()} == {
-        None: "alice",
-        "tab-1": "bob",
-        "tab-2": None,
+    assert {k: v.logged_in for k, v in everything.items()} == {
+        ("alice", None): True,
+        ("bob", "tab-1"): True,
+        ("alice", "tab-2"): False,
+        ("bob", None): True,
+        ("a:b", None): True,
     }
+    assert all((r.user, r.subid) == k for k, r in everything.items())
+
+
+async def test_latest_user(any_store: SessionStore) -> None:
+    host = "http://127.0.0.1:1"
+    assert await any_store.latest_user(host) is None
+    await any_store.record_context(host, "alice", None, True)
+    assert await any_store.latest_user(host) == "alice"
+    await any_store.record_context(host, "bob", "tab-1", True)
+    assert await any_store.latest_user(host) == "bob"
+    await any_store.record_context(host, "alice", "tab-2", True)
+    assert await any_store.latest_user(host) == "alice"
+    await any_store.record_context(host, "alice", "tab-2", False)  # alice's default stands
+    await any_store.record_context(host, "alice", None, True)
+    assert await any_store.latest_user(host) == "alice"
+    await any_store.record_context(host, "alice", None, False)  # alice is out everywhere
+    assert await any_store.latest_user(host) == "bob"
+    await any_store.record_context(host, "bob", "tab-1", False)
+    assert await any_store.latest_user(host) is None
+    assert await any_store.latest_user("http://127.0.0.1:2") is None
 
 
 async def test_lock_excludes_and_is_released_on_cancellation(any_store: SessionStore) -> None:
@@ -187,7 +263,7 @@ async def test_lock_excludes_and_is_released_on_cancellation(any_store: SessionS
 
     async def hold() -> None:
         nonlocal inside, most
-        async with any_store.lock(host):
+        async with any_store.lock(host, "alice"):
             inside += 1
             most = max(most, inside)
             await trio.sleep(0.005)
@@ -200,24 +276,49 @@ async def test_lock_excludes_and_is_released_on_cancellation(any_store: SessionS
 
     # A holder cancelled inside the block, and a waiter cancelled while waiting.
     with trio.move_on_after(0.05):
-        async with any_store.lock(host):
+        async with any_store.lock(host, "alice"):
             await trio.sleep_forever()
     async with trio.open_nursery() as nursery:
 
         async def holder(task_status: trio.TaskStatus[None]) -> None:
-            async with any_store.lock(host):
+            async with any_store.lock(host, "alice"):
                 task_status.started()
                 await trio.sleep_forever()
 
         await nursery.start(holder)
         with trio.move_on_after(0.05) as waiting:
-            async with any_store.lock(host):
+            async with any_store.lock(host, "alice"):
                 pytest.fail("two holders")  # pragma: no cover
         assert waiting.cancelled_caught
         nursery.cancel_scope.cancel()
     with trio.fail_after(2):
-        async with any_store.lock(host):
+        async with any_store.lock(host, "alice"):
             pass
+
+
+async def test_lock_is_per_user(any_store: SessionStore) -> None:
+    host = "http://127.0.0.1:1"
+
+    async def holder(task_status: trio.TaskStatus[None]) -> None:
+        async with any_store.lock(host, "alice"):
+            task_status.started()
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(holder)
+        # Other users (and alice elsewhere) are not held up by alice's lock...
+        with trio.fail_after(2):
+            for user in ("bob", "", "a:b", "alice:"):
+                async with any_store.lock(host, user):
+                    pass
+            async with any_store.lock("http://127.0.0.1:2", "alice"):
+                pass
+        # ...alice is.
+        with trio.move_on_after(0.05) as waiting:
+            async with any_store.lock(host, "alice"):
+                pytest.fail("two holders")  # pragma: no cover
+        assert waiting.cancelled_caught
+        nursery.cancel_scope.cancel()
 
 
 async def test_single_flight_relogin_of_20_sessions(
@@ -278,10 +379,11 @@ async def test_sqlite_two_processes_share_a_login(sim: Simulator, tmp_path: Path
     assert second == {"login": "alice", "password_logins": 0}
     assert other_user == {"error": "notloggedin", "password_logins": 0}
     store = SqliteStore(spec["path"])
-    cookie = await store.get_cookie(sim.url)
+    cookie = await store.get_cookie(sim.url, COOKIE_USER)
     assert logged_in(sim) == {(cookie, ""): "alice"}
-    record = await store.get_context(sim.url, None)
-    assert record is not None and record.login == "alice"
+    record = await store.get_context(sim.url, "alice", None)
+    assert record is not None and record.logged_in
+    assert await store.latest_user(sim.url) == "alice"
 
 
 async def test_sqlite_processes_relogin_single_flight(sim: Simulator, tmp_path: Path) -> None:
@@ -320,10 +422,13 @@ async def check_subids_isolate(sim: Simulator, spec: dict[str, Any], store: Sess
         "bob",
         "alice",
     ]
-    cookie = await store.get_cookie(sim.url)
+    cookie = await store.get_cookie(sim.url, COOKIE_USER)
     assert logged_in(sim) == {(cookie, "tab-a"): "alice", (cookie, "tab-b"): "bob"}
     contexts = await store.contexts(sim.url)
-    assert {k: v.login for k, v in contexts.items()} == {"tab-a": "alice", "tab-b": "bob"}
+    assert {k: v.logged_in for k, v in contexts.items()} == {
+        ("alice", "tab-a"): True,
+        ("bob", "tab-b"): True,
+    }
 
 
 async def test_sqlite_subids_isolate_across_processes(sim: Simulator, tmp_path: Path) -> None:
@@ -331,33 +436,55 @@ async def test_sqlite_subids_isolate_across_processes(sim: Simulator, tmp_path: 
     await check_subids_isolate(sim, spec, SqliteStore(spec["path"]))
 
 
-async def test_sqlite_20_processes_lose_no_write(sim: Simulator, tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
+async def check_20_processes_lose_no_write(
+    spec: dict[str, Any], store: SessionStore, tmp_path: Path
+) -> None:
     counter = tmp_path / "counter"
     counter.write_text("0")
     host = "http://127.0.0.1:1"
 
     async with trio.open_nursery() as nursery:
         for i in range(20):
-            spec = {"store": sqlite_spec(path), "op": "writes", "host": host}
-            nursery.start_soon(run_worker, {**spec, "worker": i, "n": 5, "counter": str(counter)})
-    contexts = await SqliteStore(path).contexts(host)
-    assert set(contexts) == {f"w{i}-{j}" for i in range(20) for j in range(5)}
+            job = {"store": spec, "op": "writes", "host": host, "user": "a:b"}
+            nursery.start_soon(run_worker, {**job, "worker": i, "n": 5, "counter": str(counter)})
+    contexts = await store.contexts(host)
+    assert set(contexts) == {("a:b", f"w{i}-{j}") for i in range(20) for j in range(5)}
     assert counter.read_text() == "100"  # store.lock excluded every other process
 
 
-async def test_sqlite_20_tasks_lose_no_write(tmp_path: Path) -> None:
+async def test_sqlite_20_processes_lose_no_write(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    await check_20_processes_lose_no_write(sqlite_spec(path), SqliteStore(path), tmp_path)
+
+
+async def test_redis_20_processes_lose_no_write(
+    redis_store: RedisStore, redis_url: str, tmp_path: Path
+) -> None:
+    spec = redis_spec(redis_store, redis_url)
+    await check_20_processes_lose_no_write(spec, redis_store, tmp_path)
+
+
+async def test_20_tasks_lose_no_write(any_store: SessionStore, tmp_path: Path) -> None:
     host = "http://127.0.0.1:1"
-    stores = [SqliteStore(tmp_path / "store.sqlite3") for _ in range(20)]
+    # SQLite: a store object per task, as separate programs would have.
+    stores = [
+        SqliteStore(tmp_path / "store.sqlite3") if isinstance(any_store, SqliteStore) else any_store
+        for _ in range(20)
+    ]
+    kept: list[str | None] = []
 
     async def write(i: int) -> None:
         for j in range(10):
-            await stores[i].record_context(host, f"t{i}-{j}", "bob")
+            await stores[i].record_context(host, ("bob", "a:b")[i % 2], f"t{i}-{j}", True)
+        # Everyone's first cookie at once: one wins, and everyone adopts it.
+        kept.append(await stores[i].set_cookie(host, "bob", f"C{i}", replacing=None))
 
     async with trio.open_nursery() as nursery:
         for i in range(20):
             nursery.start_soon(write, i)
-    assert len(await stores[0].contexts(host)) == 200
+    assert len(await any_store.contexts(host)) == 200
+    assert len(set(kept)) == 1
+    assert kept[0] == await any_store.get_cookie(host, "bob")
 
 
 # ------------------------------------------------------- SQLite file safety
@@ -369,7 +496,7 @@ async def test_sqlite_corrupt_file_is_a_store_error(tmp_path: Path, header: byte
     junk = header + os.urandom(4096)
     path.write_bytes(junk)
     with pytest.raises(StoreError, match="not a pbxsession session store") as caught:
-        await SqliteStore(path).get_cookie("http://127.0.0.1:1")
+        await SqliteStore(path).get_cookie("http://127.0.0.1:1", "alice")
     assert str(path) in str(caught.value)
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
     assert path.read_bytes() == junk  # left as it was
@@ -379,7 +506,7 @@ async def test_sqlite_damaged_store_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     store = SqliteStore(path)
     for i in range(50):
-        await store.record_context("http://127.0.0.1:1", f"s{i}", "alice" * 40)
+        await store.record_context("http://127.0.0.1:1", "alice" * 40, f"s{i}", True)
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -400,19 +527,19 @@ async def test_sqlite_foreign_database_is_a_store_error(tmp_path: Path) -> None:
     conn.close()
     before = path.read_bytes()
     with pytest.raises(StoreError, match="another program") as caught:
-        await SqliteStore(path).record_context("http://127.0.0.1:1", None, "alice")
+        await SqliteStore(path).record_context("http://127.0.0.1:1", "alice", None, True)
     assert str(path) in str(caught.value)
     assert path.read_bytes() == before
 
 
 async def test_sqlite_newer_schema_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
-    await SqliteStore(path).set_cookie("http://127.0.0.1:1", "A", replacing=None)
+    await SqliteStore(path).set_cookie("http://127.0.0.1:1", "alice", "A", replacing=None)
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(StoreError, match="schema version 99 by a newer") as caught:
-        await SqliteStore(path).get_cookie("http://127.0.0.1:1")
+        await SqliteStore(path).get_cookie("http://127.0.0.1:1", "alice")
     assert str(path) in str(caught.value)
 
 
@@ -420,42 +547,58 @@ async def test_sqlite_empty_database_is_adopted(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite3"
     sqlite3.connect(path).close()  # an empty file
     store = SqliteStore(path)
-    assert await store.set_cookie("http://127.0.0.1:1", "A", replacing=None) == "A"
-    assert await SqliteStore(path).get_cookie("http://127.0.0.1:1") == "A"
+    assert await store.set_cookie("http://127.0.0.1:1", "alice", "A", replacing=None) == "A"
+    assert await SqliteStore(path).get_cookie("http://127.0.0.1:1", "alice") == "A"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
 async def test_sqlite_files_are_private(tmp_path: Path, umask: int) -> None:
-    path = tmp_path / "deep" / "store.sqlite3"
+    path = tmp_path / "a" / "b" / "c" / "store.sqlite3"
     old = os.umask(umask)
     try:
         store = SqliteStore(path)
-        await store.set_cookie("http://127.0.0.1:1", "A", replacing=None)
-        async with store.lock("http://127.0.0.1:1"):
-            pass
+        await store.set_cookie("http://127.0.0.1:1", "alice", "A", replacing=None)
+        async with store.lock("http://127.0.0.1:1", "alice"):
+            lock = store.lock_path("http://127.0.0.1:1", "alice")
+            assert stat.S_IMODE(lock.stat().st_mode) == 0o600
         conn = sqlite3.connect(path)  # keep the -wal and -shm files in place
         try:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            conn.execute("SELECT * FROM cookie").fetchall()
+            conn.execute("SELECT * FROM cookies").fetchall()
             for name in ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm"):
                 if (path.parent / name).exists() or name == "store.sqlite3":
                     assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
         finally:
             conn.close()
-        assert stat.S_IMODE(os.stat(f"{path}.lock").st_mode) == 0o600
-        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        # Every folder the store made, nested ones too, and the lock folder.
+        for folder in (tmp_path / "a", tmp_path / "a" / "b", path.parent, lock.parent):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        assert lock.parent.parent == path.parent
     finally:
         os.umask(old)
+
+
+async def test_sqlite_leaves_existing_folders_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    await SqliteStore(shared / "store.sqlite3").get_cookie("h", "alice")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
 
 
 async def test_sqlite_lock_wait_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     holder, waiter = SqliteStore(path), SqliteStore(path, lock_timeout=0.1)
-    async with holder.lock("h"):
+    async with holder.lock("h", "alice"):
         with pytest.raises(StoreError, match="lock") as caught:
-            async with waiter.lock("h"):
+            async with waiter.lock("h", "alice"):
                 pytest.fail("two holders")  # pragma: no cover
+        async with waiter.lock("h", "bob"):  # another user's lock is another file
+            pass
     assert str(path) in str(caught.value)
+    async with waiter.lock("h", "alice"):  # released
+        pass
 
 
 async def test_sqlite_store_holds_no_password(sim: Simulator, tmp_path: Path) -> None:
@@ -464,9 +607,129 @@ async def test_sqlite_store_holds_no_password(sim: Simulator, tmp_path: Path) ->
     async with session_on(sim, store, feed=None) as first, session_on(sim, store) as second:
         await first.login("alice", "alice-pass")
         await second.login_shared("alice", "alice-pass", subid="tab-1")
-        for file in await trio.Path(tmp_path).iterdir():
-            assert PASSWORD not in await file.read_bytes(), file
-    assert await store.get_cookie(sim.url) is not None  # the scan saw the real data
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]  # lock files too
+        assert {p.suffix for p in files} >= {".sqlite3", ".lock"}
+        for file in files:
+            assert PASSWORD not in await trio.Path(file).read_bytes(), file
+    assert await store.get_cookie(sim.url, COOKIE_USER) is not None  # the scan saw real data
+
+
+# ------------------------------------------------ SQLite schema 1 and Windows
+
+_SCHEMA_1 = (
+    "CREATE TABLE cookie ( host TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)",
+    "CREATE TABLE context ("
+    " host TEXT NOT NULL, subid TEXT NOT NULL, login TEXT, seen_at REAL NOT NULL,"
+    " PRIMARY KEY (host, subid))",
+)
+
+
+def make_schema_1_store(path: Path) -> None:
+    """A store as pbxsession 0.1 wrote it: one cookie per host."""
+    conn = sqlite3.connect(path)
+    try:
+        for statement in _SCHEMA_1:
+            conn.execute(statement)
+        conn.execute("PRAGMA application_id = 0x50425853")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO cookie VALUES ('https://pbx', 'C1', 1.0)")
+        conn.execute("INSERT INTO cookie VALUES ('https://nobody', 'C2', 1.0)")
+        conn.executemany(
+            "INSERT INTO context VALUES ('https://pbx', ?, ?, ?)",
+            [("", "alice", 100.0), ("tab-1", "bob", 200.0), ("tab-2", None, 300.0)],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_sqlite_schema_1_store_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    make_schema_1_store(path)
+    store = SqliteStore(path)
+    # Each user seen logged in keeps the host's cookie: where their login lives.
+    assert await store.get_cookie("https://pbx", "alice") == "C1"
+    assert await store.get_cookie("https://pbx", "bob") == "C1"
+    assert await store.get_cookie("https://pbx", "") is None
+    assert await store.get_cookie("https://nobody", "") is None  # nobody to give it to
+    contexts = await store.contexts("https://pbx")
+    assert contexts == {
+        ("alice", None): ContextRecord("alice", None, True, 100.0),
+        ("bob", "tab-1"): ContextRecord("bob", "tab-1", True, 200.0),
+    }
+    assert await store.latest_user("https://pbx") == "bob"
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert tables == {"cookies", "contexts"}
+    finally:
+        conn.close()
+    # Opened again (another process, a restart): nothing migrates twice.
+    assert await SqliteStore(path).get_cookie("https://pbx", "alice") == "C1"
+
+
+async def test_sqlite_damaged_schema_1_store_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    make_schema_1_store(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE context")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="schema version 1") as caught:
+        await SqliteStore(path).get_cookie("https://pbx", "alice")
+    assert str(path) in str(caught.value)
+    assert path.read_bytes() == before
+
+
+_NO_FCNTL = """
+import sys
+sys.modules["fcntl"] = None  # as on Windows: `import fcntl` raises ImportError
+import warnings
+warnings.simplefilter("ignore")  # filelock says it falls back to a soft lock
+import trio
+import pbxsession
+from pbxsession import SqliteStore
+
+async def main(path):
+    store = SqliteStore(path)
+    async with store.lock("https://pbx", "alice"):
+        assert await store.set_cookie("https://pbx", "alice", "A", replacing=None) == "A"
+    async with store.lock("https://pbx", "alice"):
+        assert await store.get_cookie("https://pbx", "alice") == "A"
+    assert sys.modules["fcntl"] is None
+    print("ok")
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_package_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
+    done = await trio.run_process(
+        [sys.executable, "-c", _NO_FCNTL, str(tmp_path / "d" / "store.sqlite3")],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "ok"
+
+
+async def test_sqlite_works_where_posix_modes_do_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbxsession.stores import _files
+
+    def no_modes(*args: object) -> None:
+        raise AssertionError("a POSIX mode call off POSIX")
+
+    monkeypatch.setattr(_files, "POSIX", False)  # as on Windows
+    monkeypatch.setattr(os, "chmod", no_modes)
+    monkeypatch.setattr(os, "fchmod", no_modes)
+    store = SqliteStore(tmp_path / "a" / "b" / "store.sqlite3")
+    async with store.lock("https://pbx", "alice"):
+        assert await store.set_cookie("https://pbx", "alice", "A", replacing=None) == "A"
+    assert await store.get_cookie("https://pbx", "alice") == "A"
 
 
 def test_default_store_path() -> None:
@@ -497,7 +760,7 @@ async def test_redis_two_processes_share_a_login(
     assert await program(sim, spec, step("shared", "alice")) == [
         {"login": "alice", "password_logins": 0}
     ]
-    cookie = await redis_store.get_cookie(sim.url)
+    cookie = await redis_store.get_cookie(sim.url, COOKIE_USER)
     assert logged_in(sim) == {(cookie, ""): "alice"}
 
 
@@ -520,7 +783,10 @@ async def test_redis_keys_are_namespaced_expiring_and_hold_no_password(
     client = redis.Redis.from_url(redis_url)
     try:
         keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:*"))
-        assert keys == [f"{prefix}:{sim.url}:contexts", f"{prefix}:{sim.url}:cookie"]
+        assert keys == sorted(
+            [redis_store.key(sim.url, "contexts"), redis_store.key(sim.url, "cookie", COOKIE_USER)]
+        )
+        assert redis_store.key(sim.url, "contexts") == f"{prefix}:{sim.url}:contexts"
         for key in keys:
             assert 0 < client.pttl(key) <= 24 * 3600 * 1000
         # Nothing anywhere in this Redis holds the password.
@@ -543,26 +809,54 @@ async def test_redis_lock_is_a_token_released_by_its_holder(
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    key = redis_store.key("h", "lock")
+    key = redis_store.key("h", "lock", "alice")
+    assert key == f"{redis_store.prefix}:h:alice:lock"
     try:
-        async with redis_store.lock("h"):
+        async with redis_store.lock("h", "alice"):
             token = client.get(key)
             assert token is not None and len(token) == 32
             assert 0 < client.pttl(key) <= 30_000
             client.set(key, b"someone-else")  # its lock expired and was taken over
         assert client.get(key) == b"someone-else"  # not deleted by the former holder
         client.delete(key)
-        async with redis_store.lock("h"):
+        async with redis_store.lock("h", "alice"):
             pass
         assert client.get(key) is None
     finally:
         client.close()
     # A bounded wait: another holder's lock makes a waiter fail in time.
     other = RedisStore(redis_url, prefix=redis_store.prefix, lock_timeout=0.1)
-    async with other, redis_store.lock("h"):
+    async with other, redis_store.lock("h", "alice"):
         with pytest.raises(StoreError, match="held elsewhere"):
-            async with other.lock("h"):
+            async with other.lock("h", "alice"):
                 pytest.fail("two holders")  # pragma: no cover
+        async with other.lock("h", "bob"):
+            pass
+
+
+async def test_redis_user_names_never_collide(redis_store: RedisStore, redis_url: str) -> None:
+    import redis
+
+    host = "http://127.0.0.1:1"
+    for n, user in enumerate(TRICKY_USERS):
+        await redis_store.set_cookie(host, user, f"C{n}", replacing=None)
+        await redis_store.record_context(host, user, "tab-1", True)
+    keys = [redis_store.key(host, "cookie", u) for u in TRICKY_USERS]
+    assert len(set(keys)) == len(TRICKY_USERS)
+    # No escaped name holds the separator, so a key splits back into one user.
+    assert all(k.removeprefix(f"{redis_store.prefix}:{host}:").count(":") == 1 for k in keys)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        cookies = sorted(
+            k.decode()
+            for k in client.scan_iter(match=f"{redis_store.prefix}:*")
+            if k.endswith(b":cookie")
+        )
+        assert cookies == sorted(keys)
+    finally:
+        client.close()
+    contexts = await redis_store.contexts(host)
+    assert set(contexts) == {(u, "tab-1") for u in TRICKY_USERS}
 
 
 async def test_redis_unreachable_is_a_store_error_without_the_password() -> None:
@@ -570,7 +864,7 @@ async def test_redis_unreachable_is_a_store_error_without_the_password() -> None
     async with RedisStore(f"redis://:s3cret@127.0.0.1:{port}/0", timeout=1) as store:
         assert "s3cret" not in repr(store)
         with pytest.raises(StoreError) as caught:
-            await store.get_cookie("http://127.0.0.1:1")
+            await store.get_cookie("http://127.0.0.1:1", "alice")
     assert "s3cret" not in str(caught.value)
     assert f"127.0.0.1:{port}" in str(caught.value)
 
@@ -581,12 +875,12 @@ async def test_memory_store_forgets_contexts_past_their_ttl(
     now = [1_000_000.0]
     monkeypatch.setattr("pbxsession.stores._memory.time.time", lambda: now[0])
     store = MemoryStore(context_ttl=100)
-    await store.record_context("https://pbx", "old", "alice")
+    await store.record_context("https://pbx", "alice", "old", True)
     now[0] += 50
-    await store.record_context("https://pbx", "recent", "bob")
+    await store.record_context("https://pbx", "bob", "recent", True)
     now[0] += 60  # "old" is 110 s old, "recent" 60 s
-    await store.record_context("https://pbx", None, "carol")
-    assert set(await store.contexts("https://pbx")) == {"recent", None}
+    await store.record_context("https://pbx", "carol", None, True)
+    assert set(await store.contexts("https://pbx")) == {("bob", "recent"), ("carol", None)}
     with pytest.raises(InvalidArgumentError):
         MemoryStore(context_ttl=0)
 
@@ -597,11 +891,30 @@ async def test_sqlite_store_forgets_contexts_past_their_ttl(
     now = [1_000_000.0]
     monkeypatch.setattr("pbxsession.stores._sqlite.time.time", lambda: now[0])
     store = SqliteStore(tmp_path / "s.sqlite3", context_ttl=100)
-    await store.record_context("https://pbx", "old", "alice")
+    await store.record_context("https://pbx", "alice", "old", True)
     now[0] += 50
-    await store.record_context("https://pbx", "recent", "bob")
+    await store.record_context("https://pbx", "bob", "recent", True)
     now[0] += 60
-    await store.record_context("https://pbx", None, "carol")
-    assert set(await store.contexts("https://pbx")) == {"recent", None}
+    await store.record_context("https://pbx", "carol", None, True)
+    assert set(await store.contexts("https://pbx")) == {("bob", "recent"), ("carol", None)}
+    assert await store.latest_user("https://pbx") == "carol"
     with pytest.raises(InvalidArgumentError):
         SqliteStore(tmp_path / "t.sqlite3", context_ttl=-1)
+
+
+async def test_redis_store_forgets_contexts_past_their_ttl(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr("pbxsession.stores._redis.time.time", lambda: now[0])
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    async with RedisStore(redis_url, prefix=prefix, context_ttl=100) as store:
+        await store.record_context("https://pbx", "alice", "old", True)
+        now[0] += 50
+        await store.record_context("https://pbx", "bob", "recent", True)
+        now[0] += 60
+        await store.record_context("https://pbx", "carol", None, True)
+        assert set(await store.contexts("https://pbx")) == {("bob", "recent"), ("carol", None)}
+        assert await store.latest_user("https://pbx") == "carol"
+    with pytest.raises(InvalidArgumentError):
+        RedisStore(redis_url, context_ttl=0)

@@ -287,7 +287,7 @@ class Session:
         wire.login_command(username, password)  # bad arguments fail before any I/O
         if self._host is None:
             self._check(Operation.LOGIN)  # raises: no host, no login
-        async with self._store.lock(self._require_host()):
+        async with self._store.lock(self._require_host(), username):
             try:
                 return await self.login(username, checkonly=True, subid=subid)
             except LoginError as exc:
@@ -300,7 +300,7 @@ class Session:
         reply = await self._send(command)
         assert reply.user is not None  # _wire guarantees it for login
         user = reply.user
-        await self._store.record_context(host, self._sub_id, user.login)
+        await self._store.record_context(host, user.login, self._sub_id, True)
         await self._load_history()
         self._generation += 1
         feed = self._new_feed(self._generation)
@@ -499,11 +499,12 @@ class Session:
                 self._hub.publish(SessionLost(reason))
             log.warning("session lost: %s", reason)
         self._generation += 1
+        login = self._user.login if self._user is not None else ""
         self._user = None
         self._rtc_password = None
         self._lifecycle.apply(event)
         with trio.CancelScope(shield=True):
-            await self._store.record_context(self._require_host(), self._sub_id, None)
+            await self._store.record_context(self._require_host(), login, self._sub_id, False)
 
     async def _stop_feed(self, deadline: float = math.inf) -> None:
         """Stop the login's feed (shielded), waiting for it until ``deadline`` at most."""
@@ -520,7 +521,7 @@ class Session:
         assert ws_host is not None
 
         async def cookie_header() -> str | None:
-            cookie = await self._store.get_cookie(host)
+            cookie = await self._store.get_cookie(host, "")
             return None if cookie is None else wire.cookie_header(cookie)
 
         return FeedRunner(
@@ -591,7 +592,9 @@ class Session:
             if user is not None and logged_out and self._host is not None:
                 try:
                     with trio.move_on_at(deadline + _EXIT_CLOSE_GRACE):
-                        await self._store.record_context(self._host, self._sub_id, None)
+                        await self._store.record_context(
+                            self._host, user.login, self._sub_id, False
+                        )
                 except Exception as exc:  # the report matters more than the store's note
                     log.warning("could not note the logout in the session store: %s", str(exc))
             report = ExitReport(

@@ -94,7 +94,7 @@ class CommandTransport:
 
     async def _send_once(self, host: str, command: wire.Command, subid: str | None) -> wire.Reply:
         headers = {"Content-Type": wire.FORM_CONTENT_TYPE}
-        cookie = await self._store.get_cookie(host)
+        cookie = await self._store.get_cookie(host, "")  # one cookie per host, for now
         if cookie is not None:
             headers["Cookie"] = wire.cookie_header(cookie)
         if log.isEnabledFor(logging.DEBUG):
@@ -120,7 +120,7 @@ class CommandTransport:
             # Compare-and-set: if another program stored a fresh cookie first,
             # its cookie stays and this request ran in an empty context nobody
             # will use again.
-            kept = await self._store.set_cookie(host, new_cookie, replacing=cookie)
+            kept = await self._store.set_cookie(host, "", new_cookie, replacing=cookie)
             race_lost = kept != new_cookie
         try:
             reply = wire.parse_reply(

@@ -17,62 +17,53 @@ How it works, and why:
   ``BEGIN IMMEDIATE`` transaction (the write lock is taken before reading, so
   a read-modify-write such as the cookie's compare-and-set cannot interleave
   with another's).
+- **Per user.** Cookies are keyed by (host, user), contexts by (host, user,
+  sub-ID): sessions of different users never share a cookie.
 - **Private.** The file is created ``0600`` (``os.open`` then ``fchmod``, so a
   umask can neither widen nor narrow it) before SQLite opens it; SQLite gives
-  its ``-wal`` and ``-shm`` files the same mode; a missing parent directory
-  is created ``0700``.
+  its ``-wal`` and ``-shm`` files the same mode; every missing folder is
+  created ``0700``. Where POSIX modes do not exist (Windows) the per-user
+  folder's ACL applies.
 - **Never a silent reset.** ``PRAGMA application_id`` marks the file as a
   pbxsession store and ``PRAGMA user_version`` is its schema version. Only an
-  empty file (or an empty SQLite database) is initialised; a corrupt file,
-  another kind of file or another program's database raises
-  :class:`~pbxsession.StoreError` naming the path.
-- **The re-login lock** is ``fcntl.flock`` on a side file ``<path>.lock``:
-  the kernel releases it when its holder's process dies, so a crash never
-  leaves it held. It is taken without blocking (``LOCK_NB``), retried with
-  short sleeps up to ``lock_timeout``, so the trio loop never blocks and a
-  cancelled wait simply stops; the descriptor is closed (releasing the lock)
+  empty file (or an empty SQLite database) is initialised; a store of schema
+  version 1 (one cookie per host) is migrated in one transaction (each user
+  seen logged in keeps the host's cookie); a corrupt file, another kind of
+  file, another program's database or a newer schema raises
+  :class:`~pbxsession.StoreError` naming the path, and is left untouched.
+- **The re-login lock** is a ``filelock`` lock file per (host, user) in the
+  folder ``<path>.locks``: the kernel releases it when its holder's process
+  dies, so a crash never leaves it held. It is tried without blocking, in a
+  worker thread, retried with short sleeps up to ``lock_timeout``, so the trio
+  loop never blocks and a cancelled wait simply stops; it is released
   however the block is left. Tasks of one process first queue on a
-  ``trio.Lock`` per host, so only one of them polls. The side file covers the
-  whole store (every host): re-logins are rare and short.
+  ``trio.Lock`` per (host, user), so only one of them polls.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import filelock
 import platformdirs
 import trio
 
 from .._errors import InvalidArgumentError, StoreError
 from ._base import ContextRecord
+from ._files import create_private_file, open_lock
+from ._sqlite_schema import NOT_A_STORE, check_or_create_schema, enable_wal, immediate
 
 __all__ = ["SqliteStore", "default_store_path"]
 
 T = TypeVar("T")
-
-#: ``PRAGMA application_id`` of a pbxsession store: "PBXS".
-APPLICATION_ID = 0x50425853
-#: ``PRAGMA user_version`` of the schema this code writes.
-SCHEMA_VERSION = 1
-
-_SCHEMA = (
-    "CREATE TABLE cookie ( host TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)",
-    "CREATE TABLE context ("
-    " host TEXT NOT NULL, subid TEXT NOT NULL, login TEXT, seen_at REAL NOT NULL,"
-    " PRIMARY KEY (host, subid))",
-)
-_TABLES = {"cookie", "context"}
-# SQLite's answers for a file that is not a (sound) database.
-_NOT_A_STORE = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
 
 
 def default_store_path() -> Path:
@@ -89,28 +80,18 @@ def _subid_key(subid: str | None) -> str:
     return "" if subid is None else subid
 
 
-def _create_private(path: Path) -> None:
-    """Create ``path`` empty with mode 0600 unless it exists (never truncates)."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)  # exactly 0700, whatever the umask
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
-    finally:
-        os.close(fd)
+def _record(user: str, subid: str, logged_in: int, seen_at: float) -> ContextRecord:
+    return ContextRecord(str(user), subid or None, bool(logged_in), float(seen_at))
 
 
 class SqliteStore:
     """A :class:`~pbxsession.stores.SessionStore` in an SQLite file, for one machine.
 
     Every session, in any process, that opens a store on the same ``path``
-    shares its cookie (and so the default context's login), like tabs of one
-    browser. ``busy_timeout`` bounds how long a write waits for another
-    process's; ``lock_timeout`` how long :meth:`lock` waits before raising
+    shares the cookie of its user (and so that user's default context's
+    login), like the tabs of one browser profile per user. ``busy_timeout``
+    bounds how long a write waits for another process's; ``lock_timeout``
+    how long :meth:`lock` waits before raising
     :class:`~pbxsession.StoreError`. A context not recorded for
     ``context_ttl`` seconds (default 30 days) is forgotten at the next write,
     so that random sub-IDs do not pile up. See the module's docstring for
@@ -138,122 +119,152 @@ class SqliteStore:
         self._context_ttl = float(context_ttl)
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._local_locks: dict[str, trio.Lock] = {}
+        self._local_locks: dict[tuple[str, str], trio.Lock] = {}
 
     @property
     def path(self) -> Path:
         """The store's file."""
         return self._path
 
+    def lock_path(self, host: str, user: str) -> Path:
+        """The lock file of (``host``, ``user``): a digest, so any name makes a safe file name."""
+        digest = hashlib.sha256(f"{host}\0{user}".encode("utf-8", "surrogatepass")).hexdigest()
+        return self._path.with_name(self._path.name + ".locks") / f"{digest[:32]}.lock"
+
     def __repr__(self) -> str:
         return f"<SqliteStore path={str(self._path)!r}>"
 
     # ----------------------------------------------------------- the interface
 
-    async def get_cookie(self, host: str) -> str | None:
-        """The session cookie for ``host``, or ``None``."""
+    async def get_cookie(self, host: str, user: str) -> str | None:
+        """The session cookie of ``user`` for ``host``, or ``None``."""
 
         def read(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT value FROM cookie WHERE host = ?", (host,)).fetchone()
-            return None if row is None else str(row[0])
+            return _cookie(conn, host, user)
 
         return await self._run("read the cookie", read)
 
-    async def set_cookie(self, host: str, cookie: str, *, replacing: str | None) -> str:
-        """Store ``cookie`` for ``host`` if ``replacing`` is still stored; return the one kept."""
+    async def set_cookie(
+        self, host: str, user: str, cookie: str | None, *, replacing: str | None
+    ) -> str | None:
+        """Compare-and-set ``cookie`` (``None`` clears); return the cookie in effect."""
 
-        def compare_and_set(conn: sqlite3.Connection) -> str:
-            with _immediate(conn):
-                row = conn.execute("SELECT value FROM cookie WHERE host = ?", (host,)).fetchone()
-                current = None if row is None else str(row[0])
-                if current is None or current == replacing:
+        def compare_and_set(conn: sqlite3.Connection) -> str | None:
+            with immediate(conn):
+                current = _cookie(conn, host, user)
+                if current is not None and current != replacing:
+                    return current
+                if cookie is None:
+                    conn.execute("DELETE FROM cookies WHERE host = ? AND user = ?", (host, user))
+                else:
                     conn.execute(
-                        "INSERT INTO cookie (host, value, updated_at) VALUES (?, ?, ?)"
-                        " ON CONFLICT (host) DO UPDATE SET"
+                        "INSERT INTO cookies (host, user, value, updated_at) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (host, user) DO UPDATE SET"
                         " value = excluded.value, updated_at = excluded.updated_at",
-                        (host, cookie, time.time()),
+                        (host, user, cookie, time.time()),
                     )
-                    current = cookie
-                return current
+                return cookie
 
         return await self._run("store the cookie", compare_and_set)
 
-    async def record_context(self, host: str, subid: str | None, login: str | None) -> None:
-        """Note that context ``subid`` on ``host`` is logged in as ``login`` (or out)."""
+    async def record_context(
+        self, host: str, user: str, subid: str | None, logged_in: bool
+    ) -> None:
+        """Note that ``user``'s context ``subid`` on ``host`` is logged in (or out), now."""
 
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
-            with _immediate(conn):
+            with immediate(conn):
+                # REPLACE gives the row a new, higher rowid: the newest record
+                # wins a tie of seen_at in latest_user.
                 conn.execute(
-                    "INSERT INTO context (host, subid, login, seen_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (host, subid) DO UPDATE SET"
-                    " login = excluded.login, seen_at = excluded.seen_at",
-                    (host, _subid_key(subid), login, now),
+                    "INSERT OR REPLACE INTO contexts (host, user, subid, logged_in, seen_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (host, user, _subid_key(subid), int(bool(logged_in)), now),
                 )
-                conn.execute("DELETE FROM context WHERE seen_at < ?", (now - self._context_ttl,))
+                conn.execute("DELETE FROM contexts WHERE seen_at < ?", (now - self._context_ttl,))
 
         await self._run("record a context", write)
 
-    async def get_context(self, host: str, subid: str | None) -> ContextRecord | None:
-        """What was last recorded of context ``subid`` on ``host``."""
+    async def get_context(self, host: str, user: str, subid: str | None) -> ContextRecord | None:
+        """What was last recorded of ``user``'s context ``subid`` on ``host``."""
 
         def read(conn: sqlite3.Connection) -> ContextRecord | None:
             row = conn.execute(
-                "SELECT login, seen_at FROM context WHERE host = ? AND subid = ?",
-                (host, _subid_key(subid)),
+                "SELECT user, subid, logged_in, seen_at FROM contexts"
+                " WHERE host = ? AND user = ? AND subid = ?",
+                (host, user, _subid_key(subid)),
             ).fetchone()
-            return None if row is None else ContextRecord(row[0], float(row[1]))
+            return None if row is None else _record(*row)
 
         return await self._run("read a context", read)
 
-    async def contexts(self, host: str) -> dict[str | None, ContextRecord]:
-        """Every context recorded for ``host``, by sub-ID (``None``: the default one)."""
+    async def contexts(self, host: str) -> dict[tuple[str, str | None], ContextRecord]:
+        """Every context recorded for ``host``, by ``(user, subid)``."""
 
-        def read(conn: sqlite3.Connection) -> dict[str | None, ContextRecord]:
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str | None], ContextRecord]:
             rows = conn.execute(
-                "SELECT subid, login, seen_at FROM context WHERE host = ? ORDER BY subid",
+                "SELECT user, subid, logged_in, seen_at FROM contexts WHERE host = ?"
+                " ORDER BY user, subid",
                 (host,),
             ).fetchall()
-            return {(s or None): ContextRecord(login, float(seen)) for s, login, seen in rows}
+            records = [_record(*row) for row in rows]
+            return {(r.user, r.subid): r for r in records}
 
         return await self._run("read the contexts", read)
 
+    async def latest_user(self, host: str) -> str | None:
+        """The user most recently recorded logged in on ``host`` (and not out since)."""
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT user FROM contexts WHERE host = ? AND logged_in"
+                " ORDER BY seen_at DESC, rowid DESC LIMIT 1",
+                (host,),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run("read the latest user", read)
+
     @asynccontextmanager
-    async def lock(self, host: str) -> AsyncIterator[None]:
-        """A lock per store shared by every process using it (``flock`` on ``<path>.lock``).
+    async def lock(self, host: str, user: str) -> AsyncIterator[None]:
+        """A lock per (host, user) shared by every process using this file.
 
         Raises :class:`~pbxsession.StoreError` after waiting ``lock_timeout``.
         """
-        local = self._local_locks.setdefault(host, trio.Lock())
+        local = self._local_locks.setdefault((host, user), trio.Lock())
         async with local:
-            lock_path = self._path.with_name(self._path.name + ".lock")
-            fd = await self._run_os("open the lock file", lambda: _open_lock_file(lock_path))
+            path = self.lock_path(host, user)
+            lock = await self._run_os("open the lock file", lambda: open_lock(path))
+            await self._acquire(lock, path)
             try:
-                await self._flock(fd, lock_path)
                 yield
             finally:
-                os.close(fd)  # releases the flock too
+                lock.release()  # closes the descriptor: quick, and must happen now
 
     # ------------------------------------------------------------- internals
 
-    async def _flock(self, fd: int, lock_path: Path) -> None:
+    async def _acquire(self, lock: filelock.BaseFileLock, path: Path) -> None:
         deadline = trio.current_time() + self._lock_timeout
         delay = 0.001
-        while True:
+
+        def attempt() -> bool:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never blocks
-            except BlockingIOError:
-                if trio.current_time() >= deadline:
-                    raise StoreError(
-                        f"session store {self._path}: another process held the lock "
-                        f"{lock_path} for over {self._lock_timeout:g} s"
-                    ) from None
-                await trio.sleep(delay)
-                delay = min(delay * 2, 0.01)
-            except OSError as exc:
-                raise StoreError(f"session store {self._path}: cannot lock {lock_path}") from exc
-            else:
-                return
+                lock.acquire(blocking=False)
+            except filelock.Timeout:
+                return False
+            return True
+
+        # Not abandoned on cancellation: a lock taken by the attempt is
+        # returned, and the caller's finally releases it.
+        while not await self._run_os(f"lock {path}", attempt):
+            if trio.current_time() >= deadline:
+                raise StoreError(
+                    f"session store {self._path}: another process held the lock "
+                    f"{path} for over {self._lock_timeout:g} s"
+                )
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.01)
 
     async def _run_os(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -291,16 +302,16 @@ class SqliteStore:
         return conn
 
     def _prepare(self) -> None:
-        """Create the file (0600) if missing, then check or initialise its schema."""
-        _create_private(self._path)
+        """Create the file (0600) if missing, then check, migrate or initialise its schema."""
+        create_private_file(self._path)
         conn = self._connect()
         try:
             try:
-                with _immediate(conn):
-                    self._check_or_create_schema(conn)
-                _enable_wal(conn, self._path)
+                with immediate(conn):
+                    check_or_create_schema(conn, self._path)
+                enable_wal(conn, self._path)
             except sqlite3.DatabaseError as exc:
-                if getattr(exc, "sqlite_errorname", "") not in _NOT_A_STORE:
+                if getattr(exc, "sqlite_errorname", "") not in NOT_A_STORE:
                     raise  # locked, unreadable...: reported by _call as such
                 raise StoreError(
                     f"{self._path} is not a pbxsession session store: it is not a readable "
@@ -309,60 +320,9 @@ class SqliteStore:
         finally:
             conn.close()
 
-    def _check_or_create_schema(self, conn: sqlite3.Connection) -> None:
-        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
-        if app_id == 0 and version == 0 and not tables:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return
-        if app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self._path} is an SQLite database of another program (application_id "
-                f"{app_id:#x}, tables {', '.join(sorted(tables)) or 'none'}), not a pbxsession "
-                "session store; it was left untouched: choose another path"
-            )
-        if version != SCHEMA_VERSION:
-            newer = " by a newer pbxsession" if version > SCHEMA_VERSION else ""
-            raise StoreError(
-                f"{self._path} is a pbxsession session store of schema version {version}"
-                f"{newer}; this version reads version {SCHEMA_VERSION} only"
-            )
-        if not tables >= _TABLES:
-            raise StoreError(f"{self._path}: the pbxsession session store is missing tables")
 
-
-def _open_lock_file(path: Path) -> int:
-    _create_private(path)
-    return os.open(path, os.O_RDWR)
-
-
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A ``BEGIN IMMEDIATE`` transaction: the write lock is taken before any read."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
-    """Switch the file to WAL (persistent), retrying while another process holds it."""
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-            continue
-        if mode.lower() != "wal":
-            raise StoreError(f"cannot put the session store {path} in WAL mode (got {mode!r})")
-        return
+def _cookie(conn: sqlite3.Connection, host: str, user: str) -> str | None:
+    row = conn.execute(
+        "SELECT value FROM cookies WHERE host = ? AND user = ?", (host, user)
+    ).fetchone()
+    return None if row is None else str(row[0])
