@@ -49,7 +49,9 @@ from ._models import (
     User,
 )
 from ._nursery import open_owned_nursery
-from ._transport import CommandTransport, new_http_client, tls_context
+from ._timeouts import Timeout
+from ._tls import trust_context
+from ._transport import CommandTransport, new_http_client
 from .stores import SessionStore, default_store
 
 __all__ = ["ExitTimeouts", "Session", "SessionStatistics", "open_session"]
@@ -482,7 +484,12 @@ class Session:
         if self._transport is None:
             raise InvalidStateError(command.cmd, self.state.value, (), "the session is not open")
         try:
-            return await self._transport.send(self._require_host(), command, self._sub_id)
+            return await self._transport.send(
+                self._require_host(),
+                command,
+                self._sub_id,
+                _HostSlot(self._store, self._require_host()),
+            )
         except SessionLostError:
             if self.state.is_logged_in:
                 await self._drop_login(
@@ -622,7 +629,12 @@ class Session:
         """Send one step's command; a ``notloggedin`` answer is noted in ``lost``."""
         assert self._transport is not None
         try:
-            return await self._transport.send(self._require_host(), command, self._sub_id)
+            return await self._transport.send(
+                self._require_host(),
+                command,
+                self._sub_id,
+                _HostSlot(self._store, self._require_host()),
+            )
         except SessionLostError as exc:
             lost.append(str(exc))
             raise
@@ -663,6 +675,22 @@ class Session:
             await self._exit_command(wire.logout_command(), lost)
         except SessionLostError:
             raise StepSkipped("already logged out: the PBX answered notloggedin") from None
+
+
+class _HostSlot:
+    """Transport-branch adapter: the old per-host store API as a cookie slot."""
+
+    def __init__(self, store: SessionStore, host: str) -> None:
+        self._store = store
+        self._host = host
+
+    async def get(self) -> str | None:
+        return await self._store.get_cookie(self._host)
+
+    async def put(self, cookie: str | None, *, replacing: str | None) -> str | None:
+        if cookie is None:  # the old store cannot clear; the old wire never asks it to
+            return await self._store.get_cookie(self._host)
+        return await self._store.set_cookie(self._host, cookie, replacing=replacing)
 
 
 @asynccontextmanager
@@ -720,10 +748,12 @@ async def open_session(
     )
     # The feed's TLS follows the same verification choice as the commands'
     # (one shared context per process: building one per session is costly).
-    session._ssl_context = tls_context(verify)
-    async with new_http_client(timeout=request_timeout, verify=verify) as client:
+    session._ssl_context = trust_context(verify)
+    async with new_http_client(session._ssl_context) as client:
         session._client = client
-        session._transport = CommandTransport(client, session._store, retries=retries)
+        session._transport = CommandTransport(
+            client=client, timeout=Timeout.coerce(request_timeout), retries=retries
+        )
         async with open_owned_nursery() as nursery:
             session._nursery = nursery
             try:
