@@ -33,8 +33,9 @@ def trust_context(
     """The TLS context for ``verify`` and a client ``cert``, one per distinct input.
 
     ``verify``: ``True`` (system/certifi trust), a CA file or folder, an
-    ``SSLContext`` (used as is) or ``False`` (no checks). With ``trust_env``, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace the default
-    trust as in httpx. A path or a context never turns host name checks off.
+    ``SSLContext`` (used as is) or ``False`` (no checks). With ``trust_env``,
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace the default trust as in httpx.
+    A path or a context never turns host name checks off.
     """
     if isinstance(verify, ssl.SSLContext):
         if cert is not None:
