@@ -101,9 +101,7 @@ def tls_failure(exc: BaseException, url: str) -> TlsError | None:
     for link in _chain(exc):
         if isinstance(link, ssl.SSLCertVerificationError):
             reason = link.verify_message or link.reason or "certificate rejected"
-            if "hostname mismatch" in reason.lower() or "doesn't match" in str(link):
-                return TlsError(f"certificate verify failed: {reason.rstrip('.')} ({url})")
-            return TlsError(f"certificate verify failed: {reason} ({url})")
+            return TlsError(f"certificate verify failed: {reason.rstrip('.')} ({url})")
         if isinstance(link, ssl.SSLError):
             return _ssl_error(link, url)
         if not secure and any(r in str(link).encode("latin-1", "replace") for r in _TLS_RECORDS):

@@ -228,9 +228,13 @@ class CommandTransport:
         # longer than the attempt in a place a scope cannot reach.
         budget = max(attempt_deadline - trio.current_time(), 0.001)
         limits = {"connect": budget, "read": budget, "write": budget, "pool": budget}
-        return httpx.Request(
+        request = httpx.Request(
             "POST", url, headers=headers, content=content, extensions={"timeout": limits}
         )
+        # httpx's body is an async generator; left half-read by a failed write
+        # it is finalised by the garbage collector, which trio warns about.
+        request.stream = _Body(content)
+        return request
 
     async def _exchange(self, request: httpx.Request, cmd: str, host: str) -> _Reply | PbxError:
         """One request and its capped body; failures returned, not raised (see ``_failure``)."""
@@ -244,14 +248,75 @@ class CommandTransport:
         except httpx.TransportError as exc:
             # Returned, so that it is raised outside this handler: raised here,
             # the new error's __context__ would keep ``exc`` and its request.
-            return _failure(exc, cmd, host)
-        return _Reply(response.status_code, response.headers, body)
+            failure = _failure(exc, cmd, host)
+        else:
+            return _Reply(response.status_code, response.headers, body)
+        if _hung_up_on_plain_http(failure, host) and await speaks_tls(request.url):
+            tls = TlsError(f"{host} speaks TLS: use https://")
+            tls.__cause__ = failure.__cause__
+            return tls
+        return failure
+
+
+def _hung_up_on_plain_http(failure: PbxError, host: str) -> bool:
+    cause = failure.__cause__
+    return (
+        host.startswith("http:")
+        and isinstance(cause, SanitisedCause)
+        and cause.kind == "RemoteProtocolError"
+    )
+
+
+async def speaks_tls(url: httpx.URL) -> bool:
+    """Whether the server at ``url`` completes a TLS handshake (certificate unchecked).
+
+    Asked only after a plain-http server hung up without a word, which is
+    what a TLS server does with a plain request (OpenSSL sends no alert).
+    """
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    with trio.move_on_after(_PROBE_SECONDS):
+        try:
+            tcp = await trio.open_tcp_stream(url.host, url.port or 80)
+        except OSError:
+            return False
+        stream = trio.SSLStream(tcp, probe, server_hostname=url.host)
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError):
+            return False
+        finally:
+            await trio.aclose_forcefully(stream)
+        return True
+    return False
+
+
+_PROBE_SECONDS = 1.0
 
 
 def _pool(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
     # The pool (or the mounted proxy) AsyncClient.send would use, minus its
     # cookie-jar work. A private httpx method, stable since 0.18.
     return client._transport_for_url(url)
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body that is a plain iterator: nothing to finalise if left half-read."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _Body:
+        return _Body(self._data)
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, b""
+        if not data:
+            raise StopAsyncIteration
+        return data
 
 
 class _Progress:
@@ -291,15 +356,20 @@ def _failure(exc: httpx.TransportError, cmd: str, host: str) -> PbxError:
         error = PbxTimeoutError(f"{cmd}: the PBX did not answer in time")
     else:
         error = PbxUnavailableError(f"{cmd}: cannot reach the PBX: {_reason(exc)}")
-    error.__cause__ = SanitisedCause(type(exc).__name__, str(exc)[:500])
+    error.__cause__ = SanitisedCause(type(exc).__name__, _reason(exc))
     return error
 
 
 def _reason(exc: BaseException) -> str:
-    for link in (exc, exc.__cause__, exc.__context__):
-        if link is not None and str(link):
+    """The first non-empty text down the chain (httpx's and httpcore's are often empty)."""
+    link: BaseException | None = exc
+    for _ in range(6):
+        if link is None:
+            break
+        if str(link):
             return str(link)[:500]
-    return type(exc).__name__
+        link = link.__cause__ or link.__context__
+    return f"the connection broke with no reason given ({type(exc).__name__})"
 
 
 async def _settle_cookie(
