@@ -386,3 +386,18 @@ async def test_httpcore_debug_records_show_no_cookie(
     assert any("[redacted]" in t for t in collect.texts)
     everything = [*collect.texts, caplog.text]
     assert [(f, t[:200]) for t in everything for f in secret_forms() if f in t] == []
+
+
+@pytest.mark.parametrize("name", [b"Set-Cookie", b"cookie", b"Authorization"])
+def test_the_httpcore_filter_redacts_cookie_headers(name: bytes) -> None:
+    from pbxsession._redact import RedactCookies
+
+    headers = [(name, f"Red60urne={SESSION_COOKIE}; Path=/".encode()), (b"X-Other", b"kept")]
+    record = logging.LogRecord(
+        "httpcore.http11", logging.DEBUG, __file__, 1,
+        "receive_response_headers.complete return_value=%r", ((b"HTTP/1.1", 200, b"OK", headers),),
+        None,
+    )  # fmt: skip
+    assert RedactCookies().filter(record)
+    assert SESSION_COOKIE not in record.getMessage()
+    assert "b'kept'" in record.getMessage()

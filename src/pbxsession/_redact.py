@@ -12,7 +12,14 @@ _HEADER = re.compile(
     rb"(\(b['\"](?:set-cookie|cookie|authorization)['\"],\s*)b(['\"]).*?(?<!\\)\2".decode(),
     re.IGNORECASE,
 )
-_LOGGERS = ("httpcore", "httpcore.http11", "httpcore.http2", "httpcore.connection")
+_LOGGERS = (
+    "httpcore",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.connection",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 _installed = False
 
 

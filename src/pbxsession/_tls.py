@@ -14,10 +14,11 @@ import ssl
 from collections.abc import Iterator
 
 import httpx
+import trio
 
 from ._errors import InvalidArgumentError, TlsError
 
-__all__ = ["Verify", "tls_failure", "trust_context"]
+__all__ = ["Verify", "speaks_tls", "tls_failure", "trust_context"]
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 ClientCert = str | tuple[str, str] | None
@@ -116,3 +117,31 @@ def _ssl_error(error: ssl.SSLError, url: str) -> TlsError:
     if "CERTIFICATE" in reason or "ALERT" in reason:
         return TlsError(f"TLS handshake refused: {error.reason.lower()} ({url})")
     return TlsError(f"TLS handshake failed: {error.reason or error} ({url})")
+
+
+async def speaks_tls(host: str, port: int) -> bool:
+    """Whether the server at ``host``:``port`` completes a TLS handshake (certificate unchecked).
+
+    Asked only after a plain-http server hung up without a word, which is
+    what a TLS server does with a plain request (OpenSSL sends no alert).
+    """
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    with trio.move_on_after(_PROBE_SECONDS):
+        try:
+            tcp = await trio.open_tcp_stream(host, port)
+        except OSError:
+            return False
+        stream = trio.SSLStream(tcp, probe, server_hostname=host)
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, ssl.SSLError):
+            return False
+        finally:
+            await trio.aclose_forcefully(stream)
+        return True
+    return False
+
+
+_PROBE_SECONDS = 1.0

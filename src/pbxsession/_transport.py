@@ -32,7 +32,7 @@ from ._errors import (
 )
 from ._redact import install_httpcore_redaction
 from ._timeouts import Timeout
-from ._tls import tls_failure
+from ._tls import speaks_tls, tls_failure
 
 __all__ = ["CommandTransport", "CookieSlotLike", "SanitisedCause", "new_http_client"]
 
@@ -251,7 +251,9 @@ class CommandTransport:
             failure = _failure(exc, cmd, host)
         else:
             return _Reply(response.status_code, response.headers, body)
-        if _hung_up_on_plain_http(failure, host) and await speaks_tls(request.url):
+        if _hung_up_on_plain_http(failure, host) and await speaks_tls(
+            request.url.host, request.url.port or 80
+        ):
             tls = TlsError(f"{host} speaks TLS: use https://")
             tls.__cause__ = failure.__cause__
             return tls
@@ -265,34 +267,6 @@ def _hung_up_on_plain_http(failure: PbxError, host: str) -> bool:
         and isinstance(cause, SanitisedCause)
         and cause.kind == "RemoteProtocolError"
     )
-
-
-async def speaks_tls(url: httpx.URL) -> bool:
-    """Whether the server at ``url`` completes a TLS handshake (certificate unchecked).
-
-    Asked only after a plain-http server hung up without a word, which is
-    what a TLS server does with a plain request (OpenSSL sends no alert).
-    """
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    probe.check_hostname = False
-    probe.verify_mode = ssl.CERT_NONE
-    with trio.move_on_after(_PROBE_SECONDS):
-        try:
-            tcp = await trio.open_tcp_stream(url.host, url.port or 80)
-        except OSError:
-            return False
-        stream = trio.SSLStream(tcp, probe, server_hostname=url.host)
-        try:
-            await stream.do_handshake()
-        except (trio.BrokenResourceError, ssl.SSLError):
-            return False
-        finally:
-            await trio.aclose_forcefully(stream)
-        return True
-    return False
-
-
-_PROBE_SECONDS = 1.0
 
 
 def _pool(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
