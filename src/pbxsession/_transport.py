@@ -159,9 +159,8 @@ class CommandTransport:
                 race_retried, attempts = True, attempts - 1
                 continue
             failure = self._final(command, outcome, attempts, started)
-            if attempts >= allowed or isinstance(failure, TlsError | CommandError):
-                raise failure
-            if not isinstance(failure, PbxUnavailableError):
+            unavailable = isinstance(failure, PbxUnavailableError)
+            if attempts >= allowed or not unavailable or isinstance(failure, TlsError):
                 raise failure
             delay = random.uniform(0, self._retry_backoff * 2 ** (attempts - 1))
             if trio.current_time() + delay >= deadline:
@@ -215,6 +214,8 @@ class CommandTransport:
     ) -> httpx.Request:
         url = self._urls.get(host)
         if url is None:
+            if len(self._urls) > 16:  # one host per session, as a rule
+                self._urls.clear()
             url = self._urls[host] = httpx.URL(host + wire.COMMAND_PATH)
         headers = [
             ("Accept", "*/*"),
