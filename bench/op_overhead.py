@@ -10,10 +10,16 @@ goes first, ``N`` times each:
 
 * **session**: ``await session.rtc_reset()`` (lock, lifecycle check, store
   cookie, form encoding, httpx, size-capped read, hardened XML parse);
+* **transport**: ``CommandTransport.send`` of the same command on its own
+  client (deadline scope, cookie slot, capped decoding, hardened parse): the
+  command path without the session's lock and lifecycle;
 * **bare**: ``httpx.AsyncClient.post`` of the very same body
-  (``cmd=rtcreset``) with the same ``Red60urne`` cookie, reading the reply.
+  (``cmd=rtcreset``) with the same ``Red60urne`` cookie, reading the reply;
+* **bare+jar**: ``httpx.AsyncClient.post(data=...)`` with the cookie in the
+  client's jar (what a plain httpx user writes).
 
 The figure is median(session) / median(bare); the target is at most 1.10.
+The order of the variants rotates every iteration.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from _benchsim import SimProcess, machine, run_with_simulator
 
 import pbxsession
 from pbxsession import _wire as wire
+from pbxsession._tls import trust_context
+from pbxsession._transport import CommandTransport, new_http_client
 
 TARGET = 1.10
 CEILING = 300.0
@@ -44,6 +52,9 @@ class OverheadResult:
     bare_median_us: float
     session_p90_us: float
     bare_p90_us: float
+    transport_median_us: float = 0.0
+    jar_median_us: float = 0.0
+    cpu_us: dict[str, float] = field(default_factory=dict)  # client CPU per operation
 
     @property
     def ratio(self) -> float:
@@ -54,53 +65,87 @@ class OverheadResult:
         return self.ratio <= TARGET
 
 
+class _Slot:
+    """The cookie, held in memory (the transport's view of a store)."""
+
+    def __init__(self, cookie: str) -> None:
+        self.cookie: str | None = cookie
+
+    async def get(self) -> str | None:
+        return self.cookie
+
+    async def put(self, cookie: str | None, *, replacing: str | None) -> str | None:
+        if self.cookie == replacing:
+            self.cookie = cookie
+        return self.cookie
+
+
 async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
     store = pbxsession.MemoryStore()
-    session_times: list[float] = []
-    bare_times: list[float] = []
+    times: dict[str, list[float]] = {"session": [], "transport": [], "bare": [], "jar": []}
+    cpu: dict[str, float] = dict.fromkeys(times, 0.0)
     async with pbxsession.open_session(sim.url, store=store, feed=None) as session:
         await session.login("alice", "alice-pass")
         cookie = await store.get_cookie(sim.url, "")
         assert cookie is not None
-        body = wire.rtc_reset_command(getnew=False).encode(None)
+        command = wire.rtc_reset_command(getnew=False)
+        body = command.encode(None)
         headers = {"Content-Type": wire.FORM_CONTENT_TYPE, "Cookie": wire.cookie_header(cookie)}
         target = sim.url + wire.COMMAND_PATH
-        async with httpx.AsyncClient(trust_env=False) as bare:
+        slot = _Slot(cookie)
+        async with (
+            httpx.AsyncClient(trust_env=False) as bare,
+            httpx.AsyncClient(trust_env=False, cookies={wire.SESSION_COOKIE: cookie}) as jar,
+            new_http_client(trust_context(True)) as own,
+        ):
+            transport = CommandTransport(client=own, retries=0)
 
-            async def one_session() -> float:
-                start = time.perf_counter()
+            async def one_session() -> None:
                 await session.rtc_reset()
-                return time.perf_counter() - start
 
-            async def one_bare() -> float:
-                start = time.perf_counter()
+            async def one_transport() -> None:
+                await transport.send(sim.url, command, None, slot)
+
+            async def one_bare() -> None:
                 reply = await bare.post(target, content=body, headers=headers)
-                elapsed = time.perf_counter() - start
                 if reply.status_code != 200 or b'result="success"' not in reply.content:
                     raise RuntimeError(f"bare rtcreset failed: {reply.status_code} {reply.text}")
-                return elapsed
 
+            async def one_jar() -> None:
+                reply = await jar.post(target, data={"cmd": "rtcreset"})
+                if reply.status_code != 200 or b'result="success"' not in reply.content:
+                    raise RuntimeError(f"bare+jar rtcreset failed: {reply.status_code}")
+
+            variants = [
+                ("session", one_session),
+                ("transport", one_transport),
+                ("bare", one_bare),
+                ("jar", one_jar),
+            ]
             for _ in range(warmup):
-                await one_session()
-                await one_bare()
+                for _name, one in variants:
+                    await one()
             gc.collect()
             for i in range(iterations):
-                if i % 2 == 0:
-                    session_times.append(await one_session())
-                    bare_times.append(await one_bare())
-                else:
-                    bare_times.append(await one_bare())
-                    session_times.append(await one_session())
+                for k in range(len(variants)):
+                    name, one = variants[(i + k) % len(variants)]
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    await one()
+                    times[name].append(time.perf_counter() - start)
+                    cpu[name] += time.process_time() - start_cpu
 
     def p90(values: list[float]) -> float:
         return statistics.quantiles(values, n=10)[-1]
 
     return OverheadResult(
         iterations=iterations,
-        session_median_us=statistics.median(session_times) * 1e6,
-        bare_median_us=statistics.median(bare_times) * 1e6,
-        session_p90_us=p90(session_times) * 1e6,
-        bare_p90_us=p90(bare_times) * 1e6,
+        session_median_us=statistics.median(times["session"]) * 1e6,
+        bare_median_us=statistics.median(times["bare"]) * 1e6,
+        session_p90_us=p90(times["session"]) * 1e6,
+        bare_p90_us=p90(times["bare"]) * 1e6,
+        transport_median_us=statistics.median(times["transport"]) * 1e6,
+        jar_median_us=statistics.median(times["jar"]) * 1e6,
+        cpu_us={name: total / iterations * 1e6 for name, total in cpu.items()},
     )
 
 
@@ -115,6 +160,13 @@ def report(result: OverheadResult) -> None:
     print(f"{'variant':<10} {'median us':>10} {'p90 us':>10}")
     print(f"{'session':<10} {result.session_median_us:>10.1f} {result.session_p90_us:>10.1f}")
     print(f"{'bare':<10} {result.bare_median_us:>10.1f} {result.bare_p90_us:>10.1f}")
+    print(f"{'transport':<10} {result.transport_median_us:>10.1f}")
+    print(f"{'bare+jar':<10} {result.jar_median_us:>10.1f}")
+    transport_ratio = result.transport_median_us / result.bare_median_us
+    print(f"ratio transport/bare (medians): {transport_ratio:.3f}")
+    if result.cpu_us:
+        shown = ", ".join(f"{name} {us:.0f}" for name, us in result.cpu_us.items())
+        print(f"client CPU us per operation: {shown}")
     verdict = "meets" if result.met else "MISSES"
     print(f"ratio session/bare (medians): {result.ratio:.3f}  ({verdict} the target <= {TARGET})")
 

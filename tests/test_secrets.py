@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
+import types
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote_plus
 
+import hostile
+import httpx
 import pytest
 import trio
+import trio.testing
+import trustme
+from hostile import serve_hostile
 
 import pbxsession
 from pbxsession import (
@@ -247,3 +254,150 @@ class sim_closed_port:
 
     async def __aexit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+# ------------------------------------------- failures against hostile servers
+# (issue 15 point 3) After a password login fails to get through (timeout,
+# refused connection, HTTP 5xx, TLS failure), nothing reachable from the
+# raised exception (its chain, their attributes such as an HTTP library's
+# request with its body and headers, args, notes) holds the password or the
+# session cookie; and no log record shows the cookie, httpcore's included.
+
+SESSION_COOKIE = "Ck9-secret-session-cookie-7781"
+_LEAVES = (str, bytes, bytearray, memoryview)
+_SKIP = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+         types.TracebackType, types.FrameType, types.CodeType)  # fmt: skip
+
+
+def reachable_texts(root: object, *, limit: int = 20000, depth: int = 10) -> Iterator[str]:
+    """Every string and byte string reachable from ``root`` through attributes,
+    containers, exception chains, args and notes (frames and tracebacks aside)."""
+    seen: set[int] = set()
+    todo: list[tuple[object, int]] = [(root, 0)]
+    while todo and len(seen) < limit:
+        current, level = todo.pop()
+        if id(current) in seen or isinstance(current, _SKIP) or level > depth:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _LEAVES):
+            yield bytes(current).decode("latin-1") if not isinstance(current, str) else current
+            continue
+        if isinstance(current, BaseException):
+            yield str(current)
+            yield repr(current)
+            children: list[object] = [
+                current.__cause__, current.__context__, current.args,
+                getattr(current, "__notes__", None),
+            ]  # fmt: skip
+        else:
+            children = []
+        if isinstance(current, dict):
+            children += [*current.keys(), *current.values()]
+        elif isinstance(current, list | tuple | set | frozenset):
+            children += list(current)
+        elif isinstance(current, types.MethodType):
+            children.append(current.__self__)
+        if hasattr(current, "__dict__"):
+            children.append(vars(current))
+        for name in getattr(type(current), "__slots__", ()):
+            children.append(getattr(current, name, None))
+        todo += [(child, level + 1) for child in children if child is not None]
+
+
+def secret_forms() -> list[str]:
+    return [*forms(LOGIN_PASSWORD), SESSION_COOKIE]
+
+
+def test_the_sweep_finds_a_request_in_a_chain() -> None:
+    """The sweep can fail: httpx's request, two links down, holds the form body."""
+    request = httpx.Request(
+        "POST", "http://pbx/api", content=f"sessionPass={quote_plus(LOGIN_PASSWORD)}".encode(),
+        headers={"Cookie": f"Red60urne={SESSION_COOKIE}"},
+    )  # fmt: skip
+    inner = httpx.ReadTimeout("timed out", request=request)
+    outer = PbxUnavailableError("login: timed out")
+    outer.__context__ = RuntimeError("middle")
+    outer.__context__.__cause__ = inner
+    found = [t for t in reachable_texts(outer) for f in secret_forms() if f in t]
+    assert any(quote_plus(LOGIN_PASSWORD) in t for t in found)
+    assert any(SESSION_COOKIE in t for t in found)
+
+
+def hostile_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def a_server(nursery: trio.Nursery, kind: str) -> str:
+    if kind == "timeout":
+        return (await serve_hostile(nursery, hostile.never_answer)).url
+    if kind == "http-500":
+        return (await serve_hostile(nursery, hostile.replying("500 Oops", b"busy"))).url
+    if kind == "tls":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        hostile_ca().issue_cert("127.0.0.1").configure_cert(context)
+        ok = hostile.replying("200 OK", b"")
+        return (await serve_hostile(nursery, ok, tls=context)).url
+    if kind == "reset":
+
+        async def hang_up(stream: trio.abc.Stream, request: hostile.Request) -> None:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+        return (await serve_hostile(nursery, hang_up)).url
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()  # "refused": nothing listens there now
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("kind", ["timeout", "refused", "http-500", "tls", "reset"])
+async def test_no_secret_reachable_from_a_failed_login(
+    nursery: trio.Nursery, kind: str, collect: Collect, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Fails on main: PbxUnavailableError.__cause__.request.content holds the password
+    # (timeout, refused, reset), and its headers the session cookie.
+    url = await a_server(nursery, kind)
+    store = pbxsession.MemoryStore()
+    await store.set_cookie(url, SESSION_COOKIE, replacing=None)
+    async with pbxsession.open_session(url, store=store, feed=None) as session:
+        with pytest.raises(PbxUnavailableError) as caught:
+            await session.login("admin", LOGIN_PASSWORD)
+    texts = list(reachable_texts(caught.value))
+    assert texts, "the sweep saw nothing"
+    leaked = [(f, t[:200]) for t in texts for f in secret_forms() if f in t]
+    assert leaked == []
+    assert [(f, t[:200]) for t in collect.texts for f in secret_forms() if f in t] == []
+
+
+async def test_httpcore_debug_records_show_no_cookie(
+    nursery: trio.Nursery, collect: Collect, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fails on main: httpcore's receive_response_headers record shows Set-Cookie.
+    caplog.set_level(logging.DEBUG)
+    refused = b'<?xml version="1.0"?><response result="fail" cmd="login" code="badauth"/>'
+    server = await serve_hostile(
+        nursery,
+        hostile.replying("200 OK", refused, f"Set-Cookie: Red60urne={SESSION_COOKIE}; Path=/"),
+    )
+    store = pbxsession.MemoryStore()
+    async with pbxsession.open_session(server.url, store=store, feed=None) as session:
+        with pytest.raises(LoginError):
+            await session.login("admin", LOGIN_PASSWORD)
+    assert any(n.startswith("httpcore") for n in collect.names)
+    assert any("[redacted]" in t for t in collect.texts)
+    everything = [*collect.texts, caplog.text]
+    assert [(f, t[:200]) for t in everything for f in secret_forms() if f in t] == []
+
+
+@pytest.mark.parametrize("name", [b"Set-Cookie", b"cookie", b"Authorization"])
+def test_the_httpcore_filter_redacts_cookie_headers(name: bytes) -> None:
+    from pbxsession._redact import RedactCookies
+
+    headers = [(name, f"Red60urne={SESSION_COOKIE}; Path=/".encode()), (b"X-Other", b"kept")]
+    record = logging.LogRecord(
+        "httpcore.http11", logging.DEBUG, __file__, 1,
+        "receive_response_headers.complete return_value=%r", ((b"HTTP/1.1", 200, b"OK", headers),),
+        None,
+    )  # fmt: skip
+    assert RedactCookies().filter(record)
+    assert SESSION_COOKIE not in record.getMessage()
+    assert "b'kept'" in record.getMessage()

@@ -49,7 +49,9 @@ from ._models import (
     User,
 )
 from ._nursery import open_owned_nursery
-from ._transport import CommandTransport, new_http_client, tls_context
+from ._timeouts import Timeout
+from ._tls import trust_context
+from ._transport import CommandTransport, new_http_client
 from .stores import SessionStore, default_store
 
 __all__ = ["ExitTimeouts", "Session", "SessionStatistics", "open_session"]
@@ -287,7 +289,7 @@ class Session:
         wire.login_command(username, password)  # bad arguments fail before any I/O
         if self._host is None:
             self._check(Operation.LOGIN)  # raises: no host, no login
-        async with self._store.lock(self._require_host(), username):
+        async with self._store.lock(self._require_host()):
             try:
                 return await self.login(username, checkonly=True, subid=subid)
             except LoginError as exc:
@@ -300,7 +302,7 @@ class Session:
         reply = await self._send(command)
         assert reply.user is not None  # _wire guarantees it for login
         user = reply.user
-        await self._store.record_context(host, user.login, self._sub_id, True)
+        await self._store.record_context(host, self._sub_id, user.login)
         await self._load_history()
         self._generation += 1
         feed = self._new_feed(self._generation)
@@ -482,7 +484,12 @@ class Session:
         if self._transport is None:
             raise InvalidStateError(command.cmd, self.state.value, (), "the session is not open")
         try:
-            return await self._transport.send(self._require_host(), command, self._sub_id)
+            return await self._transport.send(
+                self._require_host(),
+                command,
+                self._sub_id,
+                _HostSlot(self._store, self._require_host()),
+            )
         except SessionLostError:
             if self.state.is_logged_in:
                 await self._drop_login(
@@ -499,12 +506,11 @@ class Session:
                 self._hub.publish(SessionLost(reason))
             log.warning("session lost: %s", reason)
         self._generation += 1
-        login = self._user.login if self._user is not None else ""
         self._user = None
         self._rtc_password = None
         self._lifecycle.apply(event)
         with trio.CancelScope(shield=True):
-            await self._store.record_context(self._require_host(), login, self._sub_id, False)
+            await self._store.record_context(self._require_host(), self._sub_id, None)
 
     async def _stop_feed(self, deadline: float = math.inf) -> None:
         """Stop the login's feed (shielded), waiting for it until ``deadline`` at most."""
@@ -521,7 +527,7 @@ class Session:
         assert ws_host is not None
 
         async def cookie_header() -> str | None:
-            cookie = await self._store.get_cookie(host, "")
+            cookie = await self._store.get_cookie(host)
             return None if cookie is None else wire.cookie_header(cookie)
 
         return FeedRunner(
@@ -592,9 +598,7 @@ class Session:
             if user is not None and logged_out and self._host is not None:
                 try:
                     with trio.move_on_at(deadline + _EXIT_CLOSE_GRACE):
-                        await self._store.record_context(
-                            self._host, user.login, self._sub_id, False
-                        )
+                        await self._store.record_context(self._host, self._sub_id, None)
                 except Exception as exc:  # the report matters more than the store's note
                     log.warning("could not note the logout in the session store: %s", str(exc))
             report = ExitReport(
@@ -625,7 +629,12 @@ class Session:
         """Send one step's command; a ``notloggedin`` answer is noted in ``lost``."""
         assert self._transport is not None
         try:
-            return await self._transport.send(self._require_host(), command, self._sub_id)
+            return await self._transport.send(
+                self._require_host(),
+                command,
+                self._sub_id,
+                _HostSlot(self._store, self._require_host()),
+            )
         except SessionLostError as exc:
             lost.append(str(exc))
             raise
@@ -666,6 +675,22 @@ class Session:
             await self._exit_command(wire.logout_command(), lost)
         except SessionLostError:
             raise StepSkipped("already logged out: the PBX answered notloggedin") from None
+
+
+class _HostSlot:
+    """Transport-branch adapter: the old per-host store API as a cookie slot."""
+
+    def __init__(self, store: SessionStore, host: str) -> None:
+        self._store = store
+        self._host = host
+
+    async def get(self) -> str | None:
+        return await self._store.get_cookie(self._host)
+
+    async def put(self, cookie: str | None, *, replacing: str | None) -> str | None:
+        if cookie is None:  # the old store cannot clear; the old wire never asks it to
+            return await self._store.get_cookie(self._host)
+        return await self._store.set_cookie(self._host, cookie, replacing=replacing)
 
 
 @asynccontextmanager
@@ -723,10 +748,12 @@ async def open_session(
     )
     # The feed's TLS follows the same verification choice as the commands'
     # (one shared context per process: building one per session is costly).
-    session._ssl_context = tls_context(verify)
-    async with new_http_client(timeout=request_timeout, verify=verify) as client:
+    session._ssl_context = trust_context(verify)
+    async with new_http_client(session._ssl_context) as client:
         session._client = client
-        session._transport = CommandTransport(client, session._store, retries=retries)
+        session._transport = CommandTransport(
+            client=client, timeout=Timeout.coerce(request_timeout), retries=retries
+        )
         async with open_owned_nursery() as nursery:
             session._nursery = nursery
             try:
