@@ -97,10 +97,10 @@ out. ``restart`` forgets every context and cookie and cuts off every feed.
 """
 
 from ._cli import main
-from ._render import CONTENT_TYPE
 from ._server import open_simulator
 from ._simulator import Simulator
 from ._users import DEFAULT_USERS, SimAction, SimCompany, SimUser, load_users
+from ._wire import CONTENT_TYPE
 
 __all__ = [
     "CONTENT_TYPE",

@@ -1,9 +1,10 @@
-"""The simulator's HTTP face: the command endpoint and the ``/_sim/`` controls.
+"""The simulator's HTTP face: the command endpoint, the feed route and the ``/_sim/`` controls.
 
 ``POST /api/api.whtm`` takes a form-urlencoded command and answers XML as
 PROTOCOL.md says; another path is 404, another method 405, another content
 type 415. Command delays and injected HTTP 500s are applied here. Nothing a
 client sends can crash the server: unexpected errors answer HTTP 500.
+WebSocket handshakes go to the feed (:mod:`._feed_route`).
 """
 
 from __future__ import annotations
@@ -11,26 +12,33 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl
+from typing import Any
 
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from ._feed import COOKIE_NAME
-from ._render import CONTENT_TYPE, Reply, render_reply
+from ._feed_route import feed_routes
 from ._simulator import Simulator
+from ._wire import (
+    COMMAND_PATH,
+    CONTENT_TYPE,
+    COOKIE_ATTRIBUTES,
+    COOKIE_NAME,
+    FORM_TYPE,
+    MAX_BODY,
+    STATUS,
+    BadForm,
+    Reply,
+    parse_form,
+    render_reply,
+)
 
-__all__ = ["MAX_BODY", "create_app"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger("pbxsession.sim")
-
-MAX_BODY = 1024 * 1024
-"""The largest command body read; a larger one is answered ``badrequest``."""
-
-FORM_TYPE = "application/x-www-form-urlencoded"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -39,10 +47,6 @@ class _ControlError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-class _BadForm(Exception):
-    pass
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -56,33 +60,22 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _parse_form(body: bytes) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeError, ValueError) as exc:
-        raise _BadForm("the form is not valid UTF-8 / percent-encoding") from exc
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if name in form:
-            raise _BadForm(f"field {name!r} given more than once")
-        form[name] = value
-    return form
-
-
 def _command_endpoint(sim: Simulator) -> Handler:
     state = sim.state
 
     async def command(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != FORM_TYPE:
-            return PlainTextResponse(f"commands must be {FORM_TYPE}", status_code=415)
+            return PlainTextResponse(
+                f"commands must be {FORM_TYPE}", status_code=STATUS["wrong_type"]
+            )
         body = await _read_body(request, MAX_BODY)
         form: dict[str, str] = {}
         problem = "the command is too large" if body is None else ""
         if body is not None:
             try:
-                form = _parse_form(body)
-            except _BadForm as exc:
+                form = parse_form(body)
+            except BadForm as exc:
                 problem = str(exc)
         cmd = form.get("cmd", "")
         state.count_command(cmd)
@@ -90,7 +83,7 @@ def _command_endpoint(sim: Simulator) -> Handler:
         if delay > 0:
             await trio.sleep(delay)
         if state.faults.take_failure(cmd):
-            return PlainTextResponse("simulated PBX failure", status_code=500)
+            return PlainTextResponse("simulated PBX failure", status_code=STATUS["failure"])
         cookie = request.cookies.get(COOKIE_NAME)
         issue = not state.is_known_cookie(cookie)
         if issue or cookie is None:
@@ -101,13 +94,9 @@ def _command_endpoint(sim: Simulator) -> Handler:
             reply = state.handle_command(cookie, form)
         response = Response(render_reply(reply), media_type=CONTENT_TYPE)
         if issue:
+            attributes: dict[str, Any] = dict(COOKIE_ATTRIBUTES)
             response.set_cookie(
-                COOKIE_NAME,
-                cookie,
-                path="/",
-                httponly=True,
-                secure=request.url.scheme == "https",
-                samesite="lax",
+                COOKIE_NAME, cookie, secure=request.url.scheme == "https", **attributes
             )
         return response
 
@@ -250,15 +239,18 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(request)
         except Exception:
             logger.exception("simulator request failed")
-            return PlainTextResponse("internal simulator error", status_code=500)
+            return PlainTextResponse("internal simulator error", status_code=STATUS["failure"])
 
     return guarded
 
 
 def create_app(sim: Simulator) -> Starlette:
-    """Build the Starlette app serving ``sim``'s commands and controls."""
-    routes = [Route("/api/api.whtm", _guarded(_command_endpoint(sim)), methods=["POST"])]
+    """Build the Starlette app serving ``sim``'s commands, feed and controls."""
+    routes: list[BaseRoute] = [
+        Route(COMMAND_PATH, _guarded(_command_endpoint(sim)), methods=["POST"])
+    ]
     routes += [
         Route(r.path, _guarded(r.endpoint), methods=sorted(r.methods or ())) for r in _controls(sim)
     ]
+    routes += feed_routes(sim.feed)
     return Starlette(routes=routes)
