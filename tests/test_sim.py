@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import re
@@ -434,6 +435,84 @@ async def test_http_controls(sim: Simulator, client: httpx.AsyncClient) -> None:
     assert (await client.post("/_sim/restart")).json() == {}
     assert sim.contexts() == []
     assert (await client.get("/_sim/feed/drop")).status_code == 405
+
+
+async def test_login_counters_show_orphans_and_repeats(sim: Simulator) -> None:
+    # What the load benchmark and the store tests assert: exactly one password
+    # login per user and context, and no logged-in context a client lost.
+    async with httpx.AsyncClient(base_url=sim.url) as a, httpx.AsyncClient(base_url=sim.url) as b:
+        await login(a, "alice")
+        await login(a, "alice")  # a repeat on the same context counts twice
+        await login(a, "bob", subid="s1")
+        await cmd(a, cmd="login", checkonly="1")  # not a password login
+        await cmd(b, cmd="login", sessionUser="alice", sessionPass="wrong")  # counted
+        sim.fail_next(1, "login")
+        assert (
+            await post(b, cmd="login", sessionUser="bob", sessionPass="bob-pass")
+        ).status_code == 500
+        cookie_a, cookie_b = a.cookies[COOKIE], b.cookies[COOKIE]
+        assert sorted(
+            (e["cookie"] == cookie_a, e["subid"], e["login"], e["count"])
+            for e in sim.password_logins()
+        ) == [(False, "", "alice", 1), (True, "", "alice", 2), (True, "s1", "bob", 1)]
+        assert sim.stats()["logins_alive"] == 2
+        stats = (await a.get("/_sim/stats")).json()
+        assert stats["logins_alive"] == 2
+        assert {(e["cookie"], e["login"]) for e in stats["password_logins"]} == {
+            (cookie_a, "alice"),
+            (cookie_a, "bob"),
+            (cookie_b, "alice"),
+        }
+        await cmd(a, cmd="logout")
+        assert sim.stats()["logins_alive"] == 1  # (cookie_a, "s1") is still logged in
+        sim.expire()
+        assert sim.stats()["logins_alive"] == 0
+
+
+async def test_logins_alive_leaves_out_idle_contexts() -> None:
+    clock = FakeClock()
+    async with open_simulator(clock=clock, idle_timeout=60) as s:
+        async with httpx.AsyncClient(base_url=s.url) as c:
+            await login(c)
+        assert s.stats()["logins_alive"] == 1
+        clock.now += 61
+        assert s.stats()["logins_alive"] == 0
+
+
+async def test_rendered_bytes_are_unchanged(sim: Simulator, client: httpx.AsyncClient) -> None:
+    # The 2014 IPCortex client parsed these bytes: the wire module must not change them.
+    response = await post(client, cmd="login", sessionUser="admin", sessionPass="admin-pass")
+    assert response.text == (
+        '<response result="success" cmd="login">\n'
+        '  <user id="100" login="admin" name="Ada Admin" company="7" home="7"/>\n'
+        '  <action name="chat"/>\n'
+        '  <action name="admin" company="true"/>\n'
+        '  <company id="7" name="Acme Ltd"/>\n'
+        '  <company id="8" name="Bolt plc"/>\n'
+        '  <company id="9" name="Cog GmbH"/>\n'
+        "</response>\n"
+    )
+    cookie = client.cookies[COOKIE]
+    assert response.headers["set-cookie"] == f"{COOKIE}={cookie}; HttpOnly; Path=/; SameSite=lax"
+    response = await post(client, cmd="login", sessionUser="admin", sessionPass="x")
+    assert response.text == (
+        '<response result="fail" cmd="login" code="badauth">Bad username or password</response>\n'
+    )
+
+
+def test_the_simulator_never_imports_the_clients_wire_module() -> None:
+    # A wire bug in the client must not be mirrored by the simulator.
+    sim_dir = Path(__file__).resolve().parents[1] / "src" / "pbxsession" / "sim"
+    for path in sim_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}"]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert name not in ("pbxsession._wire", ".._wire"), f"{path.name}: {name}"
 
 
 # -- lifecycle, users, CLI ---------------------------------------------------

@@ -419,3 +419,26 @@ async def test_default_clock_is_trio_time(autojump_clock: trio.testing.MockClock
                 frame = json.loads(await ws.get_message())
             assert (frame["type"], frame["errno"]) == ("error", 2)
             assert trio.current_time() - began >= 600
+
+
+@pytest.mark.parametrize("separate_feed_host", [False, True])
+async def test_open_session_needs_no_ws_host(separate_feed_host: bool) -> None:
+    # PROTOCOL.md: ws_host defaults to host, so sim.url alone must give a live feed;
+    # sim.ws_url stays for a ws_host of its own. (Fails on main: 404 at sim.url.)
+    import pbxsession
+
+    async with open_simulator() as sim:
+        ws_host = {"ws_host": sim.ws_url} if separate_feed_host else {}
+        async with pbxsession.open_session(
+            sim.url, store=pbxsession.MemoryStore(), **ws_host
+        ) as session:
+            await session.login("alice", "alice-pass")
+            async with session.events() as events:
+                sim.emit("chat", {"text": "hello"})
+                with trio.fail_after(5):
+                    async for item in events:
+                        if isinstance(item, pbxsession.FeedEvent):
+                            break
+            assert item.kind == "chat"
+            assert item.data == {"text": "hello"}
+            assert sim.stats()["feed_handshakes"] == 1
