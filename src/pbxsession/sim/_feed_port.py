@@ -68,11 +68,11 @@ async def serve_feed_port(
 ) -> None:
     """Listen on ``host:port`` (TLS with ``ssl_context``) and serve the feed until cancelled."""
     listeners = await trio.open_tcp_listeners(port, host=host)
-    faulty = [FaultListener(listener, feed.switch, feed=True) for listener in listeners]
-    bound: int = faulty[0].port
-    wrapped: list[trio.abc.Listener[Any]] = list(faulty)
-    if ssl_context is not None:
-        wrapped = [trio.SSLListener(f, ssl_context, https_compatible=True) for f in faulty]
+    wrapped = [
+        FaultListener(listener, feed.switch, feed=True, ssl_context=ssl_context)
+        for listener in listeners
+    ]
+    bound = wrapped[0].port
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
         await _handle(feed, request)

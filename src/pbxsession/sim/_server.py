@@ -14,7 +14,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 import trio
 from hypercorn.config import Config
@@ -64,11 +64,11 @@ async def _serve_commands(
     config = _config()
     app = wrap_app(cast(ASGIFramework, create_app(sim)), config.wsgi_max_body_size, "asgi")
     listeners = await trio.open_tcp_listeners(port, host=host)
-    faulty = [FaultListener(listener, switch, feed=False) for listener in listeners]
-    bound = faulty[0].port
-    wrapped: list[trio.abc.Listener[Any]] = list(faulty)
-    if ssl_context is not None:
-        wrapped = [trio.SSLListener(f, ssl_context, https_compatible=True) for f in faulty]
+    wrapped = [
+        FaultListener(listener, switch, feed=False, ssl_context=ssl_context)
+        for listener in listeners
+    ]
+    bound = wrapped[0].port
     handler = partial(TCPServer, app, config, WorkerContext(None), ConnectionState({}))
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, wrapped)

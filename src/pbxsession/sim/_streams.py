@@ -15,6 +15,8 @@ Streams are found by their peer address, ``"host:port"``.
 
 from __future__ import annotations
 
+import ssl
+
 import trio
 
 __all__ = ["FaultListener", "FaultStream", "StreamSwitch", "peer_name"]
@@ -139,13 +141,27 @@ class FaultStream(trio.abc.Stream):
         await self._inner.aclose()
 
 
-class FaultListener(trio.abc.Listener[FaultStream]):
-    """A TCP listener whose accepted streams are :class:`FaultStream` wrappers."""
+class FaultListener(trio.abc.Listener[trio.abc.Stream]):
+    """A TCP listener whose accepted streams are :class:`FaultStream` wrappers.
 
-    def __init__(self, inner: trio.SocketListener, switch: StreamSwitch, *, feed: bool) -> None:
+    With ``ssl_context`` each is wrapped once more in a server-side
+    :class:`trio.SSLStream`, so faults act on the raw socket under TLS.
+    (Not a :class:`trio.SSLListener`: trio-websocket asserts that one wraps a
+    :class:`trio.SocketListener`.)
+    """
+
+    def __init__(
+        self,
+        inner: trio.SocketListener,
+        switch: StreamSwitch,
+        *,
+        feed: bool,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._inner = inner
         self._switch = switch
         self._feed = feed
+        self._ssl_context = ssl_context
 
     @property
     def port(self) -> int:
@@ -153,9 +169,12 @@ class FaultListener(trio.abc.Listener[FaultStream]):
         port: int = self._inner.socket.getsockname()[1]
         return port
 
-    async def accept(self) -> FaultStream:
+    async def accept(self) -> trio.abc.Stream:
         """Accept one connection and wrap it."""
-        return self._switch.wrap(await self._inner.accept(), feed=self._feed)
+        stream = self._switch.wrap(await self._inner.accept(), feed=self._feed)
+        if self._ssl_context is None:
+            return stream
+        return trio.SSLStream(stream, self._ssl_context, server_side=True, https_compatible=True)
 
     async def aclose(self) -> None:
         """Stop listening."""
