@@ -6,6 +6,8 @@ import ast
 import base64
 import json
 import re
+import signal
+import ssl
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -581,26 +583,26 @@ def test_cli_bad_users_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_cli_serves_and_stops_on_sigint() -> None:
-    import signal
-
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``python -m pbxsession.sim``; return it and what it printed up to "Ctrl-C"."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pbxsession.sim", "--port", "0", "--feed-port", "0"],
+        [sys.executable, "-m", "pbxsession.sim", "--port", "0", "--feed-port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert proc.stdout is not None
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or "Ctrl-C" not in lines[-1]:
         line = proc.stdout.readline()
-        assert "http://127.0.0.1:" in line
-        assert "ws://127.0.0.1:" in line
-        url = line.split()[3]
-        response = httpx.post(
-            url + API, data={"cmd": "login", "sessionUser": "bob", "sessionPass": "bob-pass"}
-        )
-        assert 'login="bob"' in response.text
-        proc.send_signal(signal.SIGINT)
+        assert line, f"the simulator ended early: {lines}"
+        lines.append(line.rstrip("\n"))
+    return proc, lines
+
+
+def stop_cli(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
         _out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
@@ -608,3 +610,55 @@ def test_cli_serves_and_stops_on_sigint() -> None:
             proc.communicate()
     assert proc.returncode == 0
     assert "Traceback" not in err
+    return err
+
+
+def printed(lines: list[str], label: str) -> str:
+    return next(line.split(label, 1)[1].split()[0] for line in lines if label in line)
+
+
+def test_cli_serves_and_stops_on_sigint() -> None:
+    proc, lines = start_cli()
+    try:
+        url = printed(lines, "commands and feed:")
+        ws_url = printed(lines, "feed alone:")
+        assert url.startswith("http://127.0.0.1:")
+        assert ws_url.startswith("ws://127.0.0.1:")
+        response = httpx.post(
+            url + API, data={"cmd": "login", "sessionUser": "bob", "sessionPass": "bob-pass"}
+        )
+        assert 'login="bob"' in response.text
+        # a ready-to-paste login line naming the command URL (which serves the feed)
+        assert (
+            f"  echo alice-pass | pbxsession login --host {url} --user alice --password-stdin"
+            in lines
+        )
+    finally:
+        stop_cli(proc)
+
+
+def test_cli_tls_prints_the_ca_path() -> None:
+    proc, lines = start_cli("--tls")
+    try:
+        url = printed(lines, "commands and feed:")
+        ca_path = printed(lines, "CA certificate:")
+        assert url.startswith("https://127.0.0.1:")
+        assert printed(lines, "feed alone:").startswith("wss://127.0.0.1:")
+        context = ssl.create_default_context(cafile=ca_path)
+        response = httpx.post(url + API, data={"cmd": "logout"}, verify=context)
+        assert response.status_code == 200
+        assert any(f"--cacert {ca_path} " in line for line in lines)
+    finally:
+        stop_cli(proc)
+    assert not Path(ca_path).exists()  # thrown away at the end
+
+
+def test_cli_help_names_pbxsession_sim(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: pbxsession sim ")
+    assert "--tls" in out
+    assert main(["--require-client-cert"]) == 2
+    assert "needs --tls" in capsys.readouterr().err
