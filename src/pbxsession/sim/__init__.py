@@ -96,6 +96,7 @@ the feeds to keep up, so a reading client never falls off the ring.
 out. ``restart`` forgets every context and cookie and cuts off every feed.
 """
 
+from . import _extra  # noqa: F401 (first: checks that the sim extra is installed)
 from ._cli import main
 from ._server import open_simulator
 from ._simulator import Simulator

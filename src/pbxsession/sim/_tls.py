@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._extra import missing_extra
+
 __all__ = ["SERVER_NAMES", "SimTls", "make_tls"]
 
 SERVER_NAMES = ("127.0.0.1", "::1", "localhost")
@@ -43,7 +45,10 @@ class SimTls:
 
 def make_tls(*, client_cert: bool = False) -> SimTls:
     """Make a CA, the server's certificate and (optionally) a required client certificate."""
-    import trustme  # in the sim extra; imported here so plain http never needs it
+    try:  # in the sim extra; imported here so plain http never needs it
+        import trustme
+    except ImportError as exc:
+        raise missing_extra(exc.name) from None
 
     ca = trustme.CA(organization_name="pbxsession simulator (throw-away)")
     directory = Path(tempfile.mkdtemp(prefix="pbxsession-sim-tls-"))
