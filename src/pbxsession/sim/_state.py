@@ -225,8 +225,23 @@ class SimState:
         user = self._users.get(name)
         if user is None:
             return _fail("login", "badauth")
+        refusal = self._check_password(user, password)
+        if refusal is not None:
+            return refusal
+        if ctx is None:
+            ctx = _Context(key=key, ring=EventRing(self.ring_size), last_used=self._clock())
+            self._contexts[key] = ctx
+        if ctx.login != user.login:
+            if ctx.login is not None:
+                self._end(ctx, "replaced by another login")
+            ctx.login = user.login
+            ctx.company = user.home
+        return self._login_reply(ctx, user)
+
+    def _check_password(self, user: SimUser, password: str) -> Reply | None:
+        """Apply the lockout rules; the failure reply, or None when the password is right."""
         now = self._clock()
-        lock = self._locks.setdefault(name, _Lock())
+        lock = self._locks.setdefault(user.login, _Lock())
         if lock.until is not None:
             if now < lock.until:
                 return _fail("login", "locked")
@@ -237,15 +252,7 @@ class SimState:
                 lock.until = now + self.lock_period
             return _fail("login", "badauth")
         lock.failures = 0
-        if ctx is None:
-            ctx = _Context(key=key, ring=EventRing(self.ring_size), last_used=now)
-            self._contexts[key] = ctx
-        if ctx.login != user.login:
-            if ctx.login is not None:
-                self._end(ctx, "replaced by another login")
-            ctx.login = user.login
-            ctx.company = user.home
-        return self._login_reply(ctx, user)
+        return None
 
     def _selcompany(self, ctx: _Context, user: SimUser, form: Mapping[str, str]) -> Reply:
         company = form.get("company")
