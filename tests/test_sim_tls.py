@@ -194,3 +194,26 @@ async def test_tls_options_are_checked() -> None:
     with pytest.raises(TypeError):
         async with open_simulator(tls="yes"):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+def has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_loopback_over_tls() -> None:
+    async with open_simulator(host="::1", tls=True) as s:
+        assert s.url.startswith("https://[::1]:")
+        assert s.ssl_context is not None
+        async with httpx.AsyncClient(base_url=s.url, verify=trusting(s.ca_path)) as client:
+            await client.post(API, data=ALICE)
+            cookie = client.cookies[COOKIE]
+        async with wss(s.url.replace("https", "wss", 1), cookie, s.ssl_context) as ws:
+            assert (await ready(ws))["type"] == "ready"
