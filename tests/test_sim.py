@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import re
+import signal
+import ssl
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -436,6 +439,84 @@ async def test_http_controls(sim: Simulator, client: httpx.AsyncClient) -> None:
     assert (await client.get("/_sim/feed/drop")).status_code == 405
 
 
+async def test_login_counters_show_orphans_and_repeats(sim: Simulator) -> None:
+    # What the load benchmark and the store tests assert: exactly one password
+    # login per user and context, and no logged-in context a client lost.
+    async with httpx.AsyncClient(base_url=sim.url) as a, httpx.AsyncClient(base_url=sim.url) as b:
+        await login(a, "alice")
+        await login(a, "alice")  # a repeat on the same context counts twice
+        await login(a, "bob", subid="s1")
+        await cmd(a, cmd="login", checkonly="1")  # not a password login
+        await cmd(b, cmd="login", sessionUser="alice", sessionPass="wrong")  # counted
+        sim.fail_next(1, "login")
+        assert (
+            await post(b, cmd="login", sessionUser="bob", sessionPass="bob-pass")
+        ).status_code == 500
+        cookie_a, cookie_b = a.cookies[COOKIE], b.cookies[COOKIE]
+        assert sorted(
+            (e["cookie"] == cookie_a, e["subid"], e["login"], e["count"])
+            for e in sim.password_logins()
+        ) == [(False, "", "alice", 1), (True, "", "alice", 2), (True, "s1", "bob", 1)]
+        assert sim.stats()["logins_alive"] == 2
+        stats = (await a.get("/_sim/stats")).json()
+        assert stats["logins_alive"] == 2
+        assert {(e["cookie"], e["login"]) for e in stats["password_logins"]} == {
+            (cookie_a, "alice"),
+            (cookie_a, "bob"),
+            (cookie_b, "alice"),
+        }
+        await cmd(a, cmd="logout")
+        assert sim.stats()["logins_alive"] == 1  # (cookie_a, "s1") is still logged in
+        sim.expire()
+        assert sim.stats()["logins_alive"] == 0
+
+
+async def test_logins_alive_leaves_out_idle_contexts() -> None:
+    clock = FakeClock()
+    async with open_simulator(clock=clock, idle_timeout=60) as s:
+        async with httpx.AsyncClient(base_url=s.url) as c:
+            await login(c)
+        assert s.stats()["logins_alive"] == 1
+        clock.now += 61
+        assert s.stats()["logins_alive"] == 0
+
+
+async def test_rendered_bytes_are_unchanged(sim: Simulator, client: httpx.AsyncClient) -> None:
+    # The 2014 IPCortex client parsed these bytes: the wire module must not change them.
+    response = await post(client, cmd="login", sessionUser="admin", sessionPass="admin-pass")
+    assert response.text == (
+        '<response result="success" cmd="login">\n'
+        '  <user id="100" login="admin" name="Ada Admin" company="7" home="7"/>\n'
+        '  <action name="chat"/>\n'
+        '  <action name="admin" company="true"/>\n'
+        '  <company id="7" name="Acme Ltd"/>\n'
+        '  <company id="8" name="Bolt plc"/>\n'
+        '  <company id="9" name="Cog GmbH"/>\n'
+        "</response>\n"
+    )
+    cookie = client.cookies[COOKIE]
+    assert response.headers["set-cookie"] == f"{COOKIE}={cookie}; HttpOnly; Path=/; SameSite=lax"
+    response = await post(client, cmd="login", sessionUser="admin", sessionPass="x")
+    assert response.text == (
+        '<response result="fail" cmd="login" code="badauth">Bad username or password</response>\n'
+    )
+
+
+def test_the_simulator_never_imports_the_clients_wire_module() -> None:
+    # A wire bug in the client must not be mirrored by the simulator.
+    sim_dir = Path(__file__).resolve().parents[1] / "src" / "pbxsession" / "sim"
+    for path in sim_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}"]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert name not in ("pbxsession._wire", ".._wire"), f"{path.name}: {name}"
+
+
 # -- lifecycle, users, CLI ---------------------------------------------------
 
 
@@ -502,26 +583,26 @@ def test_cli_bad_users_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_cli_serves_and_stops_on_sigint() -> None:
-    import signal
-
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``python -m pbxsession.sim``; return it and what it printed up to "Ctrl-C"."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pbxsession.sim", "--port", "0", "--feed-port", "0"],
+        [sys.executable, "-m", "pbxsession.sim", "--port", "0", "--feed-port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert proc.stdout is not None
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or "Ctrl-C" not in lines[-1]:
         line = proc.stdout.readline()
-        assert "http://127.0.0.1:" in line
-        assert "ws://127.0.0.1:" in line
-        url = line.split()[3]
-        response = httpx.post(
-            url + API, data={"cmd": "login", "sessionUser": "bob", "sessionPass": "bob-pass"}
-        )
-        assert 'login="bob"' in response.text
-        proc.send_signal(signal.SIGINT)
+        assert line, f"the simulator ended early: {lines}"
+        lines.append(line.rstrip("\n"))
+    return proc, lines
+
+
+def stop_cli(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
         _out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
@@ -529,3 +610,55 @@ def test_cli_serves_and_stops_on_sigint() -> None:
             proc.communicate()
     assert proc.returncode == 0
     assert "Traceback" not in err
+    return err
+
+
+def printed(lines: list[str], label: str) -> str:
+    return next(line.split(label, 1)[1].split()[0] for line in lines if label in line)
+
+
+def test_cli_serves_and_stops_on_sigint() -> None:
+    proc, lines = start_cli()
+    try:
+        url = printed(lines, "commands and feed:")
+        ws_url = printed(lines, "feed alone:")
+        assert url.startswith("http://127.0.0.1:")
+        assert ws_url.startswith("ws://127.0.0.1:")
+        response = httpx.post(
+            url + API, data={"cmd": "login", "sessionUser": "bob", "sessionPass": "bob-pass"}
+        )
+        assert 'login="bob"' in response.text
+        # a ready-to-paste login line naming the command URL (which serves the feed)
+        assert (
+            f"  echo alice-pass | pbxsession login --host {url} --user alice --password-stdin"
+            in lines
+        )
+    finally:
+        stop_cli(proc)
+
+
+def test_cli_tls_prints_the_ca_path() -> None:
+    proc, lines = start_cli("--tls")
+    try:
+        url = printed(lines, "commands and feed:")
+        ca_path = printed(lines, "CA certificate:")
+        assert url.startswith("https://127.0.0.1:")
+        assert printed(lines, "feed alone:").startswith("wss://127.0.0.1:")
+        context = ssl.create_default_context(cafile=ca_path)
+        response = httpx.post(url + API, data={"cmd": "logout"}, verify=context)
+        assert response.status_code == 200
+        assert any(f"--cacert {ca_path} " in line for line in lines)
+    finally:
+        stop_cli(proc)
+    assert not Path(ca_path).exists()  # thrown away at the end
+
+
+def test_cli_help_names_pbxsession_sim(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: pbxsession sim ")
+    assert "--tls" in out
+    assert main(["--require-client-cert"]) == 2
+    assert "needs --tls" in capsys.readouterr().err

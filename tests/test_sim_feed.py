@@ -1,10 +1,16 @@
-"""The simulator's live feed, over real loopback sockets (raw trio-websocket)."""
+"""The simulator's live feed, over real loopback sockets (raw trio-websocket).
+
+Every test runs twice: against the feed on the command port (``sim.url``,
+a Starlette route under hypercorn) and on the feed's own port
+(``sim.ws_url``, trio-websocket). Both must behave the same, faults included.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +30,23 @@ API = "/api/api.whtm"
 COOKIE = "Red60urne"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
+CARRIER: ContextVar[str] = ContextVar("CARRIER", default="feed-port")
+
+
+@pytest.fixture(autouse=True, params=["command-port", "feed-port"])
+def carrier(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which port the feed helpers below talk to, for this run of the test."""
+    token = CARRIER.set(request.param)
+    yield request.param
+    CARRIER.reset(token)
+
+
+def feed_base(sim: Simulator) -> str:
+    """The feed's ws:// base URL on the port this run tests."""
+    if CARRIER.get() == "command-port":
+        return "ws" + sim.url.removeprefix("http")
+    return sim.ws_url
+
 
 async def command(client: httpx.AsyncClient, **fields: str) -> str:
     response = await client.post(API, content=urlencode(fields).encode(), headers=FORM)
@@ -41,7 +64,7 @@ async def login(client: httpx.AsyncClient, user: str = "alice", **extra: str) ->
 async def feed(
     sim: Simulator, cookie: str | None, subid: str | None = None
 ) -> AsyncIterator[WebSocketConnection]:
-    url = sim.ws_url + "/api/feed" + (f"?subid={subid}" if subid is not None else "")
+    url = feed_base(sim) + "/api/feed" + (f"?subid={subid}" if subid is not None else "")
     headers = [(b"cookie", f"{COOKIE}={cookie}".encode())] if cookie else []
     async with open_websocket_url(url, extra_headers=headers) as ws:
         yield ws
@@ -123,7 +146,7 @@ async def rejected_status(
     }
     if cookie:
         headers["cookie"] = f"{COOKIE}={cookie}"
-    url = sim.ws_url.replace("ws://", "http://") + path
+    url = "http" + feed_base(sim).removeprefix("ws") + path
     params = {"subid": subid} if subid is not None else None
     async with httpx.AsyncClient() as http:
         response = await http.get(url, params=params, headers=headers)
@@ -396,3 +419,26 @@ async def test_default_clock_is_trio_time(autojump_clock: trio.testing.MockClock
                 frame = json.loads(await ws.get_message())
             assert (frame["type"], frame["errno"]) == ("error", 2)
             assert trio.current_time() - began >= 600
+
+
+@pytest.mark.parametrize("separate_feed_host", [False, True])
+async def test_open_session_needs_no_ws_host(separate_feed_host: bool) -> None:
+    # PROTOCOL.md: ws_host defaults to host, so sim.url alone must give a live feed;
+    # sim.ws_url stays for a ws_host of its own. (Fails on main: 404 at sim.url.)
+    import pbxsession
+
+    async with open_simulator() as sim:
+        ws_host = {"ws_host": sim.ws_url} if separate_feed_host else {}
+        async with pbxsession.open_session(
+            sim.url, store=pbxsession.MemoryStore(), **ws_host
+        ) as session:
+            await session.login("alice", "alice-pass")
+            async with session.events() as events:
+                sim.emit("chat", {"text": "hello"})
+                with trio.fail_after(5):
+                    async for item in events:
+                        if isinstance(item, pbxsession.FeedEvent):
+                            break
+            assert item.kind == "chat"
+            assert item.data == {"text": "hello"}
+            assert sim.stats()["feed_handshakes"] == 1

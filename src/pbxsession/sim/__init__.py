@@ -3,10 +3,30 @@
 Start it inside a trio program or test::
 
     async with open_simulator() as sim:
-        ...  # point a client at sim.url (commands) and sim.ws_url (feed)
+        ...  # point a client at sim.url: commands, and the feed at /api/feed
 
-or from a shell: ``python -m pbxsession.sim [--host 127.0.0.1] [--port 8080]
-[--feed-port 8081] [--users FILE] [--event-rate N]``.
+or from a shell: ``pbxsession sim [--host 127.0.0.1] [--port 8080]
+[--feed-port 8081] [--users FILE] [--event-rate N] [--tls
+[--require-client-cert]]`` (also ``python -m pbxsession.sim``), which prints
+both URLs, the CA's path under TLS and a ready-to-paste login line.
+
+Addresses
+---------
+``sim.url`` serves the commands and the feed (PROTOCOL.md: ``ws_host``
+defaults to the host), so ``open_session(sim.url)`` needs nothing else.
+``sim.ws_url`` serves the feed alone on a port of its own, for tests of a
+separate ``ws_host``; both behave the same, fault controls included.
+``open_simulator(tls=True)`` serves https and wss on both ports with a
+certificate for ``127.0.0.1``, ``::1`` and ``localhost`` from a CA made at
+start-up (``trustme``) and thrown away at the end: ``sim.ca_path`` is its
+PEM file, ``sim.ssl_context`` a client context that trusts it.
+``require_client_cert=True`` also refuses clients without a certificate
+from that CA; ``sim.client_cert_path`` holds one with its key (and
+``sim.ssl_context`` presents it).
+
+The wire format (paths, form, XML replies, cookie, feed frames, errnos,
+statuses) is in ``_wire.py``, the rules in ``_state.py``; the simulator
+never imports the client's wire module, so a wire bug is not mirrored.
 
 Users
 -----
@@ -85,6 +105,13 @@ command port (JSON body in, JSON out; bad input answers 400):
 ``stats()`` / ``command_count(cmd=None)``      ``GET /_sim/stats``
 =============================================  ==========================================
 
+``stats()`` also counts logins: ``password_logins`` (one entry per cookie,
+sub-ID and user: how many password logins the rules carried out, whatever
+their outcome) and ``logins_alive`` (contexts logged in now). With
+``contexts()`` a test can assert "no orphaned login" (every logged-in
+context is one a client knows of) and "one password login per user and
+context".
+
 ``cmd=None`` means every command; a command-specific delay or failure count
 wins over the general one. Delays are applied before the command is carried
 out; an injected failure answers HTTP 500 without carrying it out (the
@@ -96,11 +123,12 @@ the feeds to keep up, so a reading client never falls off the ring.
 out. ``restart`` forgets every context and cookie and cuts off every feed.
 """
 
+from . import _extra  # noqa: F401 (first: checks that the sim extra is installed)
 from ._cli import main
-from ._render import CONTENT_TYPE
 from ._server import open_simulator
 from ._simulator import Simulator
 from ._users import DEFAULT_USERS, SimAction, SimCompany, SimUser, load_users
+from ._wire import CONTENT_TYPE
 
 __all__ = [
     "CONTENT_TYPE",

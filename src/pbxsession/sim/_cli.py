@@ -1,8 +1,9 @@
-"""``python -m pbxsession.sim``: serve a simulated PBX until Ctrl-C."""
+"""``pbxsession sim`` (or ``python -m pbxsession.sim``): serve a simulated PBX until Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import trio
 
 from ._server import open_simulator
+from ._simulator import Simulator
 from ._users import DEFAULT_USERS, SimUser, load_users
 
 __all__ = ["main"]
@@ -17,8 +19,11 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pbxsession.sim",
-        description="Serve a simulated PBX (commands over HTTP, live feed over WebSocket).",
+        prog="pbxsession sim",
+        description=(
+            "Serve a simulated PBX until Ctrl-C: commands over HTTP and the live feed over "
+            "WebSocket, both on --port, and the feed alone on --feed-port."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="command port (default 8080)")
@@ -31,7 +36,41 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="made-up events per second to each logged-in context (default 0 = off)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve https and wss with a certificate from a throw-away CA (its path is printed)",
+    )
+    parser.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="with --tls: refuse clients without a certificate from that CA (one is printed)",
+    )
     return parser
+
+
+def describe(sim: Simulator, users: Sequence[SimUser]) -> list[str]:
+    """The lines ``pbxsession sim`` prints once serving: addresses, users, a login line."""
+    lines = [
+        "PBX simulator",
+        f"  commands and feed: {sim.url}",
+        f"  feed alone:        {sim.ws_url}  (for --ws-host)",
+    ]
+    cacert = ""
+    if sim.ca_path is not None:
+        lines.append(f"  CA certificate:    {sim.ca_path}")
+        cacert = f" --cacert {shlex.quote(sim.ca_path)}"
+    if sim.client_cert_path is not None:
+        lines.append(f"  client cert+key:   {sim.client_cert_path}  (required)")
+    lines.append("  users: " + ", ".join(f"{u.login}/{u.password}" for u in users))
+    first = users[0]
+    lines += [
+        "log in with:",
+        f"  echo {shlex.quote(first.password)} | pbxsession login --host {sim.url}{cacert}"
+        f" --user {shlex.quote(first.login)} --password-stdin",
+        "Ctrl-C to stop",
+    ]
+    return lines
 
 
 async def _serve(args: argparse.Namespace, users: Sequence[SimUser]) -> None:
@@ -41,10 +80,10 @@ async def _serve(args: argparse.Namespace, users: Sequence[SimUser]) -> None:
         host=args.host,
         port=args.port,
         feed_port=args.feed_port,
+        tls=args.tls,
+        require_client_cert=args.require_client_cert,
     ) as sim:
-        print(f"PBX simulator: commands {sim.url}  feed {sim.ws_url}", flush=True)
-        print("users: " + ", ".join(f"{u.login}/{u.password}" for u in users), flush=True)
-        print("Ctrl-C to stop", flush=True)
+        print("\n".join(describe(sim, users)), flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 break
@@ -60,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.event_rate < 0:
         print("error: --event-rate cannot be negative", file=sys.stderr)
+        return 2
+    if args.require_client_cert and not args.tls:
+        print("error: --require-client-cert needs --tls", file=sys.stderr)
         return 2
     try:
         users = DEFAULT_USERS if args.users is None else load_users(args.users)

@@ -1,57 +1,70 @@
-"""The simulator's live feed: a trio-websocket server on its own loopback port.
+"""The simulator's live feed, whatever carries it: handshake rules, streaming, faults.
 
-``GET /api/feed[?subid=X]`` with the session cookie. Handshake answers:
+``GET /api/feed[?subid=X]`` with the session cookie, on the command port
+(a Starlette WebSocket route, :mod:`._feed_route`) or on the feed's own port
+(trio-websocket, :mod:`._feed_port`); both end up here. Handshake answers:
 404 for another path, 503 while handshakes are being refused (a fault), 403
 when the context is not logged in (or the cookie is unknown, or the sub-ID
 is malformed). After the upgrade the client sends one ``start`` frame and
 gets ``ready``, the replay, then live ``event`` frames, as PROTOCOL.md says.
-
-Every handler catches everything: an exception escaping a trio-websocket
-handler would tear the whole server down.
+The fault controls (drop, error, refuse, freeze) apply to both.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from typing import Protocol
 
 import trio
-import trio_websocket
 
-from ._render import error_frame, ready_frame
-from ._state import ContextKey, SimState, valid_subid
-from ._streams import FaultListener, FaultStream, StreamSwitch
+from ._state import ContextKey, SimState
+from ._streams import FaultStream, StreamSwitch
+from ._wire import (
+    ERRNO_BAD_START,
+    ERRNO_LOGGED_OUT,
+    FEED_PATH,
+    STATUS,
+    BadStart,
+    cookie_from_headers,
+    error_frame,
+    feed_subids,
+    parse_start,
+    ready_frame,
+    valid_subid,
+)
 
-__all__ = ["COOKIE_NAME", "FeedServer", "cookie_from_headers"]
+__all__ = ["FeedClosed", "FeedServer", "FeedSocket", "Rejection"]
 
 logger = logging.getLogger("pbxsession.sim")
 
-COOKIE_NAME = "Red60urne"
-FEED_PATH = "/api/feed"
 START_TIMEOUT = 30.0
 """Seconds a client has to send its start frame after the upgrade."""
 PROGRESS_TIMEOUT = 2.0
 """Seconds :meth:`FeedServer.wait_backlog` waits without any feed progress."""
-_FILTERABLE = ("device", "presence", "mailbox", "queue")
 
 
-def cookie_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The ``Red60urne`` value in the ``Cookie`` headers, if any."""
-    for name, value in headers:
-        if name.lower() != b"cookie":
-            continue
-        for part in value.decode("latin-1").split(";"):
-            key, sep, val = part.strip().partition("=")
-            if sep and key == COOKIE_NAME:
-                return val.strip().strip('"')
-    return None
+class FeedClosed(Exception):
+    """The feed connection is closed (raised by :class:`FeedSocket` adapters)."""
 
 
-class _BadStart(Exception):
-    pass
+class FeedSocket(Protocol):
+    """One accepted feed connection, whatever server carries it."""
+
+    async def get_message(self) -> str | bytes:
+        """The next message from the client; :class:`FeedClosed` once closed."""
+
+    async def send_message(self, message: str) -> None:
+        """Send a text frame; :class:`FeedClosed` once closed."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused handshake: the HTTP status and body to answer with."""
+
+    status: int
+    body: bytes
 
 
 @dataclass(eq=False)
@@ -69,26 +82,6 @@ class _Conn:
         self.wake.set()
 
 
-def _parse_start(text: str | bytes) -> tuple[int | None, frozenset[str]]:
-    try:
-        frame = json.loads(text)
-    except ValueError as exc:
-        raise _BadStart("start frame is not JSON") from exc
-    if not isinstance(frame, dict) or frame.get("type") != "start":
-        raise _BadStart("expected a start frame")
-    since = frame.get("since")
-    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
-        raise _BadStart("since must be null or a non-negative integer")
-    excluded = set()
-    for kind in _FILTERABLE:
-        flag = frame.get(kind, True)
-        if not isinstance(flag, bool):
-            raise _BadStart(f"{kind} must be true or false")
-        if not flag:
-            excluded.add(kind)
-    return since, frozenset(excluded)
-
-
 class FeedServer:
     """Serves the feed and carries out the feed faults; a state listener."""
 
@@ -100,10 +93,12 @@ class FeedServer:
         self.refuse_remaining = 0
         """Handshakes still to refuse with HTTP 503."""
         self.handshakes = 0
-        """Handshakes received (accepted or not)."""
-        self.port = 0
-        """The bound TCP port, once serving."""
+        """Handshakes received (accepted or not), on either port."""
         state.add_listener(self)
+
+    def close(self) -> None:
+        """Stop listening to the state."""
+        self._state.remove_listener(self)
 
     # -- state listener ------------------------------------------------------
 
@@ -115,7 +110,7 @@ class FeedServer:
     def context_ended(self, key: ContextKey, reason: str) -> None:
         """End the connections of ``key`` with errno 2."""
         for conn in self._conns.get(key, ()):
-            conn.end = (2, f"user has been logged out ({reason})")
+            conn.end = (ERRNO_LOGGED_OUT, f"user has been logged out ({reason})")
             conn.poke()
 
     def contexts_forgotten(self) -> None:
@@ -171,65 +166,36 @@ class FeedServer:
             if scope.cancelled_caught:
                 return
 
-    # -- serving -------------------------------------------------------------
+    # -- handshake -----------------------------------------------------------
 
-    async def serve(
-        self,
-        host: str,
-        port: int,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on ``host:port`` and serve the feed until cancelled."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        wrapped = [FaultListener(listener, self.switch) for listener in listeners]
-        self.port = wrapped[0].port
-        # trio-websocket only names socket listeners in its types; any Listener works
-        server = trio_websocket.WebSocketServer(
-            self._handle, cast("list[Any]", wrapped), disconnect_timeout=2.0
-        )
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(server.run)
-                task_status.started(self.port)
-        finally:
-            self._state.remove_listener(self)
-
-    async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
-        try:
-            await self._handle_request(request)
-        except Exception:
-            logger.debug("feed connection failed", exc_info=True)
-
-    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+    def admit(self, target: str, headers: Iterable[tuple[bytes, bytes]]) -> ContextKey | Rejection:
+        """Decide a handshake for ``target`` (path and query): its context, or a refusal."""
         self.handshakes += 1
-        target = urlsplit(request.path)
-        if target.path != FEED_PATH:
-            await request.reject(404, body=b"no such path")
-            return
+        path, subids = feed_subids(target)
+        if path != FEED_PATH:
+            return Rejection(STATUS["not_found"], b"no such path")
         if self.refuse_remaining > 0:
             self.refuse_remaining -= 1
-            await request.reject(503, body=b"feed unavailable (simulated)")
-            return
-        subids = parse_qs(target.query, keep_blank_values=True).get("subid")
+            return Rejection(STATUS["feed_refused"], b"feed unavailable (simulated)")
         subid = "" if subids is None else subids[0]
         if subids is not None and (len(subids) != 1 or not valid_subid(subid)):
-            await request.reject(403, body=b"bad subid")
-            return
-        key = self._state.feed_context(cookie_from_headers(request.headers), subid)
+            return Rejection(STATUS["feed_forbidden"], b"bad subid")
+        key = self._state.feed_context(cookie_from_headers(headers), subid)
         if key is None:
-            await request.reject(403, body=b"not logged in")
-            return
-        ws = await request.accept()
-        conn = _Conn(key, self.switch.find(str(request.remote)))
+            return Rejection(STATUS["feed_forbidden"], b"not logged in")
+        return key
+
+    # -- one connection ------------------------------------------------------
+
+    async def serve_connection(
+        self, ws: FeedSocket, key: ContextKey, stream: FaultStream | None
+    ) -> None:
+        """Run one accepted connection of context ``key`` until it ends."""
+        conn = _Conn(key, stream)
         self._conns.setdefault(key, set()).add(conn)
         try:
             await self._run(ws, conn)
-        except (
-            trio_websocket.ConnectionClosed,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-        ):
+        except (FeedClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             conns = self._conns.get(key)
@@ -240,16 +206,16 @@ class FeedServer:
             if conn.dropped and conn.stream is not None:
                 conn.stream.abort()
 
-    async def _run(self, ws: trio_websocket.WebSocketConnection, conn: _Conn) -> None:
+    async def _run(self, ws: FeedSocket, conn: _Conn) -> None:
         start: str | bytes | None = None
         with trio.move_on_after(START_TIMEOUT):
             start = await ws.get_message()
         if start is None or conn.dropped:
             return
         try:
-            since, conn.excluded = _parse_start(start)
-        except _BadStart as exc:
-            await ws.send_message(error_frame(1, f"bad start frame: {exc}"))
+            since, conn.excluded = parse_start(start)
+        except BadStart as exc:
+            await ws.send_message(error_frame(ERRNO_BAD_START, f"bad start frame: {exc}"))
             return
         newest = self._state.newest_seq(conn.key)
         if since is None or since > newest:
@@ -266,16 +232,14 @@ class FeedServer:
             nursery.cancel_scope.cancel()
 
     @staticmethod
-    async def _drain_incoming(
-        ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope
-    ) -> None:
+    async def _drain_incoming(ws: FeedSocket, scope: trio.CancelScope) -> None:
         try:
             while True:
                 await ws.get_message()
-        except trio_websocket.ConnectionClosed:
+        except FeedClosed:
             scope.cancel()
 
-    async def _stream(self, ws: trio_websocket.WebSocketConnection, conn: _Conn) -> None:
+    async def _stream(self, ws: FeedSocket, conn: _Conn) -> None:
         state = self._state
         while True:
             if conn.dropped:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._render import event_frame
+from ._wire import event_frame
 
 __all__ = ["EventRing", "FeedEvent"]
 

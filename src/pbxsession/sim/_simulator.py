@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 
@@ -25,10 +26,17 @@ def _check_kind(kind: str) -> None:
 class Simulator:
     """A running simulated PBX, as yielded by :func:`open_simulator`.
 
-    ``url`` is the command host (``http://127.0.0.1:PORT``) and ``ws_url`` the
-    feed host (``ws://127.0.0.1:FEEDPORT``); ``state`` is the pure state
-    machine. The methods are the fault-injection controls and test views;
-    each has an HTTP mirror under ``/_sim/`` (see the package docstring).
+    ``url`` is the command host (``http://127.0.0.1:PORT``), which serves the
+    feed too, so ``open_session(sim.url)`` needs no ``ws_host``; ``ws_url``
+    is the feed's separate host (``ws://127.0.0.1:FEEDPORT``), for tests of
+    a ``ws_host`` of its own. Under TLS they are ``https``/``wss``,
+    ``ca_path`` is the CA's PEM file, ``ssl_context`` a client context that
+    trusts it (and presents the client certificate, if one is required), and
+    ``client_cert_path`` the client certificate and key (PEM) when the
+    simulator requires one; otherwise all three are None. ``state`` is the
+    pure state machine. The methods are the fault-injection controls and
+    test views; each has an HTTP mirror under ``/_sim/`` (see the package
+    docstring).
     """
 
     def __init__(self, state: SimState, feed: FeedServer, *, event_rate: float = 0.0) -> None:
@@ -36,6 +44,9 @@ class Simulator:
         self.feed = feed
         self.url = ""
         self.ws_url = ""
+        self.ca_path: str | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        self.client_cert_path: str | None = None
         self._event_rate = 0.0
         self._rate_changed = trio.Event()
         self.set_event_rate(event_rate)
@@ -171,10 +182,27 @@ class Simulator:
         counts = self.state.command_counts
         return sum(counts.values()) if cmd is None else counts[cmd]
 
+    def password_logins(self) -> list[dict[str, object]]:
+        """Password logins carried out, per context and user: cookie, subid, login, count.
+
+        Every password login the rules saw counts, whatever its outcome; a
+        command answered by an injected HTTP 500 was not carried out.
+        """
+        return [
+            {"cookie": cookie, "subid": subid, "login": login, "count": count}
+            for (cookie, subid, login), count in self.state.password_logins.items()
+        ]
+
     def stats(self) -> dict[str, object]:
-        """Counters: commands by cmd, feed handshakes, open feed connections, faults."""
+        """Counters: commands, password logins, live logins, feed handshakes and faults.
+
+        ``password_logins`` is :meth:`password_logins`; ``logins_alive`` how
+        many contexts are logged in now (the details: :meth:`contexts`).
+        """
         return {
             "commands": dict(self.state.command_counts),
+            "password_logins": self.password_logins(),
+            "logins_alive": self.state.logins_alive(),
             "feed_handshakes": self.feed.handshakes,
             "feed_connections": self.feed.connection_count(),
             "event_rate": self._event_rate,

@@ -10,10 +10,6 @@ through :class:`StateListener` callbacks, which are called synchronously.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,9 +17,23 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ._faults import CommandFaults
-from ._render import Element, Reply
 from ._ring import EventRing, FeedEvent
 from ._users import DEFAULT_USERS, SimUser, by_login
+from ._wire import (
+    COMMANDS,
+    EVENT_KINDS,
+    MAX_HISTORY,
+    MESSAGES,
+    SHOWS,
+    BadForm,
+    Element,
+    Reply,
+    check_command,
+    decode_history,
+    encode_history,
+    form_flag,
+    valid_subid,
+)
 
 __all__ = [
     "COMMANDS",
@@ -37,33 +47,6 @@ __all__ = [
 
 ContextKey = tuple[str, str]
 """A login context's key: ``(cookie, subid)``, ``subid`` empty when none."""
-
-COMMANDS = frozenset({"login", "logout", "selcompany", "rtcreset", "status", "save", "load"})
-"""Every command the simulator knows."""
-
-EVENT_KINDS = frozenset({"device", "presence", "mailbox", "queue", "chat", "call"})
-"""Every kind of feed event."""
-
-MAX_HISTORY = 50
-"""The most call records a ``save type=history`` may carry."""
-
-SHOWS = frozenset({"online", "away", "xa", "dnd", "offline"})
-
-_SUBID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-MESSAGES = {
-    "badauth": "Bad username or password",
-    "locked": "Too many failed logins; try again later",
-    "notloggedin": "Not logged in",
-    "norole": "Permission denied",
-    "badcompany": "Unknown company",
-    "stale": "The WebRTC password has changed since",
-}
-
-
-def valid_subid(subid: str) -> bool:
-    """Tell whether ``subid`` is 1 to 64 characters of ``A-Z a-z 0-9 _ -``."""
-    return _SUBID.fullmatch(subid) is not None
 
 
 class StateListener(Protocol):
@@ -102,47 +85,8 @@ class _Lock:
     until: float | None = None
 
 
-class _BadRequest(Exception):
-    pass
-
-
 def _fail(cmd: str, code: str, message: str | None = None) -> Reply:
     return Reply(cmd=cmd, code=code, message=message or MESSAGES.get(code, code))
-
-
-def _flag(form: Mapping[str, str], name: str) -> bool:
-    value = form.get(name)
-    if value is None or value == "0":
-        return False
-    if value == "1":
-        return True
-    raise _BadRequest(f"{name} must be 0 or 1")
-
-
-def _decode_history(data: str) -> list[dict[str, object]]:
-    try:
-        raw = base64.b64decode(data.encode("ascii"), validate=True)
-        records = json.loads(raw.decode("utf-8"))
-    except (UnicodeError, binascii.Error, ValueError) as exc:
-        raise _BadRequest("data must be base64 of a JSON list") from exc
-    if not isinstance(records, list):
-        raise _BadRequest("data must be base64 of a JSON list")
-    if len(records) > MAX_HISTORY:
-        raise _BadRequest(f"at most {MAX_HISTORY} call records")
-    if not all(isinstance(r, dict) for r in records):
-        raise _BadRequest("every call record must be a JSON object")
-    return records
-
-
-def _check_command(form: Mapping[str, str]) -> str:
-    """Check ``cmd`` and ``subid``; return the sub-ID (``""`` when none)."""
-    cmd = form.get("cmd", "")
-    if cmd not in COMMANDS:
-        raise _BadRequest("unknown command" if cmd else "no cmd")
-    subid = form.get("subid", "")
-    if "subid" in form and not valid_subid(subid):
-        raise _BadRequest("subid must be 1 to 64 of A-Z a-z 0-9 _ -")
-    return subid
 
 
 class SimState:
@@ -172,6 +116,8 @@ class SimState:
         """Per-command delays and pending failures (applied by the HTTP layer)."""
         self.command_counts: Counter[str] = Counter()
         """Commands received, by ``cmd`` (``""`` when none was sent)."""
+        self.password_logins: Counter[tuple[str, str, str]] = Counter()
+        """Password logins carried out (any outcome), by ``(cookie, subid, user)``."""
         self._user_states = {login: _UserState(rtc_pass=self._token()) for login in self._users}
         self._locks: dict[str, _Lock] = {}
         self._cookies: set[str] = set()
@@ -210,7 +156,7 @@ class SimState:
         """Carry out one command for the browser ``cookie``; return its reply."""
         cmd = form.get("cmd", "")
         try:
-            subid = _check_command(form)
+            subid = check_command(form)
             self._cookies.add(cookie)
             key = (cookie, subid)
             ctx = self._contexts.get(key)
@@ -222,7 +168,7 @@ class SimState:
             if ctx is None or ctx.login is None:
                 return _fail(cmd, "notloggedin")
             return self._dispatch(cmd, ctx, self._users[ctx.login], form)
-        except _BadRequest as exc:
+        except BadForm as exc:
             return _fail(cmd, "badrequest", str(exc))
 
     def _dispatch(self, cmd: str, ctx: _Context, user: SimUser, form: Mapping[str, str]) -> Reply:
@@ -264,7 +210,7 @@ class SimState:
         )
 
     def _login(self, key: ContextKey, ctx: _Context | None, form: Mapping[str, str]) -> Reply:
-        checkonly = _flag(form, "checkonly")
+        checkonly = form_flag(form, "checkonly")
         name = form.get("sessionUser")
         password = form.get("sessionPass")
         if not checkonly and not name and not password:
@@ -274,12 +220,28 @@ class SimState:
                 return _fail("login", "notloggedin")
             return self._login_reply(ctx, self._users[ctx.login])
         if not name or password is None:
-            raise _BadRequest("sessionUser and sessionPass are required")
+            raise BadForm("sessionUser and sessionPass are required")
+        self.password_logins[(*key, name)] += 1
         user = self._users.get(name)
         if user is None:
             return _fail("login", "badauth")
+        refusal = self._check_password(user, password)
+        if refusal is not None:
+            return refusal
+        if ctx is None:
+            ctx = _Context(key=key, ring=EventRing(self.ring_size), last_used=self._clock())
+            self._contexts[key] = ctx
+        if ctx.login != user.login:
+            if ctx.login is not None:
+                self._end(ctx, "replaced by another login")
+            ctx.login = user.login
+            ctx.company = user.home
+        return self._login_reply(ctx, user)
+
+    def _check_password(self, user: SimUser, password: str) -> Reply | None:
+        """Apply the lockout rules; the failure reply, or None when the password is right."""
         now = self._clock()
-        lock = self._locks.setdefault(name, _Lock())
+        lock = self._locks.setdefault(user.login, _Lock())
         if lock.until is not None:
             if now < lock.until:
                 return _fail("login", "locked")
@@ -290,20 +252,12 @@ class SimState:
                 lock.until = now + self.lock_period
             return _fail("login", "badauth")
         lock.failures = 0
-        if ctx is None:
-            ctx = _Context(key=key, ring=EventRing(self.ring_size), last_used=now)
-            self._contexts[key] = ctx
-        if ctx.login != user.login:
-            if ctx.login is not None:
-                self._end(ctx, "replaced by another login")
-            ctx.login = user.login
-            ctx.company = user.home
-        return self._login_reply(ctx, user)
+        return None
 
     def _selcompany(self, ctx: _Context, user: SimUser, form: Mapping[str, str]) -> Reply:
         company = form.get("company")
         if not company:
-            raise _BadRequest("company is required")
+            raise BadForm("company is required")
         if len(user.companies) < 2:
             return _fail("selcompany", "norole")
         if company not in {c.id for c in user.companies}:
@@ -312,7 +266,7 @@ class SimState:
         return Reply("selcompany", children=(self._user_element(ctx, user),))
 
     def _rtcreset(self, user: SimUser, form: Mapping[str, str]) -> Reply:
-        getnew = _flag(form, "getnew")
+        getnew = form_flag(form, "getnew")
         state = self._user_states[user.login]
         held = form.get("pass")
         if held is not None and not secrets.compare_digest(held.encode(), state.rtc_pass.encode()):
@@ -325,7 +279,7 @@ class SimState:
     def _status(self, user: SimUser, form: Mapping[str, str]) -> Reply:
         show = form.get("show")
         if show not in SHOWS:
-            raise _BadRequest("show must be one of online, away, xa, dnd, offline")
+            raise BadForm("show must be one of online, away, xa, dnd, offline")
         if not user.may("chat"):
             return _fail("status", "norole")
         state = self._user_states[user.login]
@@ -335,18 +289,17 @@ class SimState:
 
     def _save(self, user: SimUser, form: Mapping[str, str]) -> Reply:
         if form.get("type") != "history":
-            raise _BadRequest("type must be history")
+            raise BadForm("type must be history")
         data = form.get("data")
         if data is None:
-            raise _BadRequest("data is required")
-        self._user_states[user.login].history = _decode_history(data)
+            raise BadForm("data is required")
+        self._user_states[user.login].history = decode_history(data)
         return Reply("save")
 
     def _load(self, user: SimUser, form: Mapping[str, str]) -> Reply:
         if form.get("type") != "history":
-            raise _BadRequest("type must be history")
-        text = json.dumps(self._user_states[user.login].history, separators=(",", ":"))
-        encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+            raise BadForm("type must be history")
+        encoded = encode_history(self._user_states[user.login].history)
         return Reply("load", children=(Element("data", (("name", "history"),), encoded),))
 
     # -- expiry and ending ---------------------------------------------------
@@ -488,6 +441,15 @@ class SimState:
             "failed_logins": lock.failures,
             "locked": lock.until is not None and self._clock() < lock.until,
         }
+
+    def logins_alive(self) -> int:
+        """How many contexts are logged in now (idle ones past their time excluded)."""
+        now = self._clock()
+        return sum(
+            1
+            for c in self._contexts.values()
+            if c.login is not None and now - c.last_used < self.idle_timeout
+        )
 
     def contexts(self) -> list[dict[str, object]]:
         """Every known context: cookie, subid, login (or None), company, newest seq."""

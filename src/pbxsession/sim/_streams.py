@@ -1,21 +1,30 @@
 """Feed transport faults: streams that can be frozen (black hole) or cut off.
 
 trio-websocket answers pings in its own reader task, so "stop answering
-pings" cannot be done in a handler. Instead the feed server listens through a
-:class:`FaultListener`, whose accepted streams are :class:`FaultStream`
-wrappers: while the shared :class:`StreamSwitch` is frozen their
-``send_all`` blocks, so no pong (and no event) leaves the server; and
-:meth:`FaultStream.abort` closes the socket at once, with no closing
-handshake.
+pings" cannot be done in a handler (nor can it with hypercorn, which answers
+them itself). Instead both ports listen through a :class:`FaultListener`,
+whose accepted streams are :class:`FaultStream` wrappers (under TLS, when
+there is TLS): while the shared :class:`StreamSwitch` is frozen a feed
+stream's ``send_all`` blocks, so no pong (and no event) leaves the server;
+and :meth:`FaultStream.abort` closes the socket at once, with no closing
+handshake. On the feed port every stream is a feed stream; on the command
+port a stream becomes one when its WebSocket handshake reaches the feed
+(:meth:`StreamSwitch.mark_feed`), so commands are never frozen or cut off.
+Streams are found by their peer address, ``"host:port"``.
 """
 
 from __future__ import annotations
 
-import itertools
+import ssl
 
 import trio
 
-__all__ = ["FaultListener", "FaultStream", "StreamSwitch"]
+__all__ = ["FaultListener", "FaultStream", "StreamSwitch", "peer_name"]
+
+
+def peer_name(host: object, port: object) -> str:
+    """The registry key of a connection from ``host:port``."""
+    return f"{host}:{port}"
 
 
 class StreamSwitch:
@@ -25,7 +34,6 @@ class StreamSwitch:
         self.frozen = False
         self._changed = trio.Event()
         self._streams: dict[str, FaultStream] = {}
-        self._ids = itertools.count(1)
 
     def freeze(self) -> None:
         """Block every feed stream's sending until :meth:`unfreeze`."""
@@ -46,23 +54,34 @@ class StreamSwitch:
         """Wait until the switch (or some stream's life) changes."""
         await self._changed.wait()
 
-    def wrap(self, inner: trio.SocketStream) -> FaultStream:
-        """Wrap an accepted stream and register it."""
-        stream = FaultStream(inner, self, f"feed-stream-{next(self._ids)}")
+    def wrap(self, inner: trio.SocketStream, *, feed: bool) -> FaultStream:
+        """Wrap an accepted stream and register it by its peer address."""
+        try:
+            name = peer_name(*inner.socket.getpeername()[:2])
+        except OSError:  # the peer is already gone; any unique name will do
+            name = f"gone-{id(inner)}"
+        stream = FaultStream(inner, self, name, feed=feed)
         self._streams[stream.name] = stream
         return stream
 
-    def find(self, name: object) -> FaultStream | None:
-        """The registered stream whose ``repr`` is ``name``, if any."""
-        return self._streams.get(name) if isinstance(name, str) else None
+    def find(self, name: str) -> FaultStream | None:
+        """The registered stream from peer ``name`` (``"host:port"``), if any."""
+        return self._streams.get(name)
+
+    def mark_feed(self, name: str) -> FaultStream | None:
+        """Make the stream from peer ``name`` a feed stream (freezable); return it."""
+        stream = self._streams.get(name)
+        if stream is not None:
+            stream.feed = True
+        return stream
 
     def forget(self, stream: FaultStream) -> None:
         """Unregister a closed stream."""
         self._streams.pop(stream.name, None)
 
     def abort_all(self) -> int:
-        """Cut off every registered stream; return how many."""
-        streams = list(self._streams.values())
+        """Cut off every registered feed stream; return how many."""
+        streams = [s for s in self._streams.values() if s.feed]
         for stream in streams:
             stream.abort()
         return len(streams)
@@ -71,11 +90,20 @@ class StreamSwitch:
 class FaultStream(trio.abc.Stream):
     """A socket stream whose sending can be frozen and which can be cut off."""
 
-    def __init__(self, inner: trio.SocketStream, switch: StreamSwitch, name: str) -> None:
+    def __init__(
+        self, inner: trio.SocketStream, switch: StreamSwitch, name: str, *, feed: bool
+    ) -> None:
         self._inner = inner
         self._switch = switch
         self.name = name
+        self.feed = feed
+        """Whether freezing applies (a feed connection, not a command one)."""
         self._aborted = False
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The socket underneath (hypercorn and trio-websocket read its addresses)."""
+        return self._inner.socket
 
     def __repr__(self) -> str:
         return self.name
@@ -91,7 +119,7 @@ class FaultStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``, first waiting while the switch is frozen."""
-        while self._switch.frozen and not self._aborted:
+        while self.feed and self._switch.frozen and not self._aborted:
             await self._switch.wait_changed()
         if self._aborted:
             raise trio.ClosedResourceError("feed stream was cut off")
@@ -113,12 +141,27 @@ class FaultStream(trio.abc.Stream):
         await self._inner.aclose()
 
 
-class FaultListener(trio.abc.Listener[FaultStream]):
-    """A TCP listener whose accepted streams are :class:`FaultStream` wrappers."""
+class FaultListener(trio.abc.Listener[trio.abc.Stream]):
+    """A TCP listener whose accepted streams are :class:`FaultStream` wrappers.
 
-    def __init__(self, inner: trio.SocketListener, switch: StreamSwitch) -> None:
+    With ``ssl_context`` each is wrapped once more in a server-side
+    :class:`trio.SSLStream`, so faults act on the raw socket under TLS.
+    (Not a :class:`trio.SSLListener`: trio-websocket asserts that one wraps a
+    :class:`trio.SocketListener`.)
+    """
+
+    def __init__(
+        self,
+        inner: trio.SocketListener,
+        switch: StreamSwitch,
+        *,
+        feed: bool,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._inner = inner
         self._switch = switch
+        self._feed = feed
+        self._ssl_context = ssl_context
 
     @property
     def port(self) -> int:
@@ -126,9 +169,12 @@ class FaultListener(trio.abc.Listener[FaultStream]):
         port: int = self._inner.socket.getsockname()[1]
         return port
 
-    async def accept(self) -> FaultStream:
+    async def accept(self) -> trio.abc.Stream:
         """Accept one connection and wrap it."""
-        return self._switch.wrap(await self._inner.accept())
+        stream = self._switch.wrap(await self._inner.accept(), feed=self._feed)
+        if self._ssl_context is None:
+            return stream
+        return trio.SSLStream(stream, self._ssl_context, server_side=True, https_compatible=True)
 
     async def aclose(self) -> None:
         """Stop listening."""
