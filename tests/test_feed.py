@@ -17,12 +17,14 @@ import trio.testing
 
 import pbxsession
 from pbxsession import (
+    FeedDown,
     FeedEvent,
     FeedGap,
     FeedItem,
     FeedOptions,
     FeedStopped,
     FeedSubscription,
+    FeedUp,
     FullJitterBackoff,
     MemoryStore,
     SessionLost,
@@ -65,9 +67,27 @@ async def feed_session(
         yield session
 
 
-async def take(events: FeedSubscription, n: int, within: float = 5.0) -> list[FeedItem]:
+async def take(
+    events: FeedSubscription,
+    n: int,
+    within: float = 5.0,
+    *,
+    outages: list[FeedItem] | None = None,
+) -> list[FeedItem]:
+    """The next ``n`` items; with ``outages``, FeedDown/FeedUp go there and do not count."""
+    items: list[FeedItem] = []
     with trio.fail_after(within):
-        return [await events.receive() for _ in range(n)]
+        while len(items) < n:
+            item = await events.receive()
+            if outages is not None and isinstance(item, FeedDown | FeedUp):
+                outages.append(item)
+            else:
+                items.append(item)
+    return items
+
+
+def outage_kinds(outages: list[FeedItem]) -> list[str]:
+    return [type(i).__name__ for i in outages]
 
 
 def seqs(items: list[FeedItem]) -> list[int]:
@@ -136,20 +156,25 @@ async def test_resume_is_exactly_once_across_repeated_drops(sim: Simulator) -> N
     async with feed_session(sim) as session:
         events = session.events()
         seen: list[FeedItem] = []
+        outages: list[FeedItem] = []
         emitted = 0
         for round_ in range(8):
             emit(sim, 3)  # the client may or may not have these when it is cut off
             emitted += 3
             if round_ % 2:
-                seen += await take(events, 2)  # read some before the drop
+                seen += await take(events, 2, outages=outages)  # read some before the drop
             # a fresh connection each round (not the one just cut off)
             await wait_until(lambda r=round_: feed_stats(session).reconnects == r)
             await wait_connected(sim, session)
             assert sim.drop_feeds() == 1
             emit(sim, 2)  # emitted while the client is disconnected
             emitted += 2
-        seen += await take(events, emitted - len(seen))
+        seen += await take(events, emitted - len(seen), outages=outages)
         assert seqs(seen) == list(range(1, emitted + 1))
+        await wait_until(lambda: len(outages) == 16 or bool(events.receive_nowait()))
+        # every drop is one outage, visible as FeedDown then FeedUp (resumed)
+        assert outage_kinds(outages) == ["FeedDown", "FeedUp"] * 8
+        assert all(i.resumed for i in outages if isinstance(i, FeedUp))
         with pytest.raises(trio.WouldBlock):
             events.receive_nowait()  # nothing twice
         stats = feed_stats(session)
@@ -166,8 +191,11 @@ async def test_a_gap_when_the_pbx_no_longer_has_the_events() -> None:
         assert seqs(await take(events, 2)) == [1, 2]
         sim.drop_feeds()
         emit(sim, 25)  # 3..27; the ring keeps only 18..27
-        gap = await take(events, 1)
-        assert gap == [FeedGap("server", after_seq=2, resumed_at=27)]
+        items = await take(events, 3)
+        assert isinstance(items[0], FeedDown)
+        assert items[1] == FeedGap("server", after_seq=2, resumed_at=27)
+        assert isinstance(items[2], FeedUp)  # after the gap, and not resumed
+        assert not items[2].resumed
         assert seqs(await take(events, 10)) == list(range(18, 28))
         stats = feed_stats(session)
         assert (stats.gaps, stats.last_seq) == (1, 27)
@@ -189,9 +217,10 @@ async def test_filtered_kinds_make_seq_jump_without_a_gap(sim: Simulator) -> Non
         sim.drop_feeds()
         sim.emit("device", {}, "alice")
         sim.emit("mailbox", {}, "alice")
-        assert [(i.seq, i.kind) for i in await take(events, 1) if isinstance(i, FeedEvent)] == [
-            (8, "mailbox")
-        ]
+        outages: list[FeedItem] = []
+        items = await take(events, 1, outages=outages)
+        assert [(i.seq, i.kind) for i in items if isinstance(i, FeedEvent)] == [(8, "mailbox")]
+        assert outage_kinds(outages) == ["FeedDown", "FeedUp"]
         assert feed_stats(session).gaps == 0
 
 
@@ -216,7 +245,10 @@ async def test_retryable_errnos_reconnect_and_resume(sim: Simulator, errno: int)
         handshakes = sim.stats()["feed_handshakes"]
         assert sim.feed_error(errno, "simulated") == 1
         emit(sim, 2)
-        assert seqs(await take(events, 2)) == [3, 4]
+        items = await take(events, 4)
+        assert items[0] == FeedDown(errno, "simulated")
+        assert isinstance(items[1], FeedUp) and items[1].resumed
+        assert seqs(items[2:]) == [3, 4]
         assert sim.stats()["feed_handshakes"] == handshakes + 1  # type: ignore[operator]
         assert session.state is State.LOGGED_IN
         stats = feed_stats(session)
@@ -263,7 +295,9 @@ async def test_handshake_403_loses_the_session(sim: Simulator) -> None:
     async with feed_session(sim) as session:
         events = session.events()
         sim.restart()  # forgets the cookie: the reconnect is refused with 403
-        item = (await take(events, 1))[0]
+        items = await take(events, 2)
+        assert isinstance(items[0], FeedDown)  # the connection dropped first
+        item = items[1]
         assert isinstance(item, SessionLost)
         assert "403" in item.reason or "not logged in" in item.reason
         with trio.fail_after(5):
@@ -280,7 +314,10 @@ async def test_handshake_503_is_retried(sim: Simulator) -> None:
         sim.refuse_handshakes(3)
         sim.drop_feeds()
         emit(sim, 2)
-        assert seqs(await take(events, 2)) == [2, 3]
+        items = await take(events, 4)
+        assert items[0] == FeedDown(92, "feed closed without error")  # one, not one per attempt
+        assert isinstance(items[1], FeedUp)
+        assert seqs(items[2:]) == [2, 3]
         assert sim.stats()["feed_handshakes"] == handshakes + 4  # type: ignore[operator]
         assert backoff.attempts == [0, 1, 2, 3]
         assert feed_stats(session).reconnects == 1
@@ -294,9 +331,13 @@ async def test_login_returns_while_the_feed_cannot_connect_yet(sim: Simulator) -
         await session.login("alice", "alice-pass")
         assert session.state is State.LOGGED_IN
         assert not feed_stats(session).connected
+        assert events.receive_nowait() == FeedDown(91, "feed handshake refused: HTTP 503")
+        assert session.events().receive_nowait() == FeedDown(91, "feed handshake refused: HTTP 503")
         await wait_connected(sim, session)
         emit(sim, 2)
-        assert seqs(await take(events, 2)) == [1, 2]
+        items = await take(events, 3)
+        assert isinstance(items[0], FeedUp)
+        assert seqs(items[1:]) == [1, 2]
 
 
 # ------------------------------------------------------- keep-alive and limits
@@ -322,7 +363,11 @@ async def test_a_missing_pong_is_errno_92_and_the_feed_resumes(
         assert not feed_stats(session).connected
         sim.unfreeze_feeds()
         emit(sim, 1)
-        assert seqs(await take(events, 3, within=60)) == [2, 3, 4]
+        outages: list[FeedItem] = []
+        assert seqs(await take(events, 3, within=60, outages=outages)) == [2, 3, 4]
+        assert outages[0] == FeedDown(92, "no pong in time")
+        assert isinstance(outages[1], FeedUp)
+        assert outages[1].downtime > 100
         stats = feed_stats(session)
         assert stats.connected
         assert stats.connected_since is not None and stats.connected_since > lost_at + 100
@@ -340,7 +385,8 @@ async def test_retry_time_used_up_stops_the_feed(
         sim.refuse_handshakes(1000)
         sim.drop_feeds()
         lost_at = trio.current_time()
-        item = (await take(events, 1, within=60))[0]
+        down, item = await take(events, 2, within=60)
+        assert down == FeedDown(92, "feed closed without error")
         assert isinstance(item, FeedStopped)
         assert item.errno == 91
         assert 5.5 <= trio.current_time() - lost_at < 6.5
@@ -372,7 +418,7 @@ async def test_an_outage_is_logged_once_and_its_end_once(
         sim.refuse_handshakes(20)
         sim.drop_feeds()
         emit(sim, 1)
-        await take(events, 1)
+        await take(events, 1, outages=[])
         assert sim.stats()["refusing_handshakes"] == 0
         assert feed_stats(session).reconnects == 1
         records = [
@@ -382,7 +428,7 @@ async def test_an_outage_is_logged_once_and_its_end_once(
         # a second outage is a new one
         sim.drop_feeds()
         emit(sim, 1)
-        await take(events, 1)
+        await take(events, 1, outages=[])
         records = [r.levelno for r in caplog.records if r.name == "pbxsession.feed"]
         assert records == [logging.WARNING, logging.INFO] * 2
 
@@ -399,17 +445,17 @@ async def test_backoff_attempts_restart_after_a_quiet_period(
         sim.refuse_handshakes(2)
         sim.drop_feeds()
         emit(sim, 1)
-        await take(events, 1)
+        await take(events, 1, outages=[])
         assert backoff.attempts == [0, 1, 2]
         await trio.sleep(10)  # a short-lived connection: the count goes on
         sim.drop_feeds()
         emit(sim, 1)
-        await take(events, 1)
+        await take(events, 1, outages=[])
         assert backoff.attempts == [0, 1, 2, 3]
         await trio.sleep(61)  # stayed up long enough: it starts again
         sim.drop_feeds()
         emit(sim, 1)
-        await take(events, 1)
+        await take(events, 1, outages=[])
         assert backoff.attempts == [0, 1, 2, 3, 0]
         assert feed_stats(session).reconnects == 3
 
@@ -448,7 +494,7 @@ async def test_default_backoff_is_full_jitter(
         sim.drop_feeds()
         lost_at = trio.current_time()
         emit(sim, 1)
-        await take(events, 1, within=120)
+        await take(events, 1, within=120, outages=[])
         # 7 delays of at most 0.5, 1, 2, 4, 8, 16, 30 s
         assert 0 < trio.current_time() - lost_at <= 61.5
 
@@ -662,7 +708,7 @@ async def test_resume_before_any_event_replays_what_came_meanwhile(sim: Simulato
         events = session.events()
         sim.drop_feeds()  # cut off before the first event
         emit(sim, 2)
-        assert seqs(await take(events, 2)) == [1, 2]
+        assert seqs(await take(events, 2, outages=[])) == [1, 2]
         assert feed_stats(session).gaps == 0
 
 

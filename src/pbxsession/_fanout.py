@@ -6,19 +6,38 @@ subscriber alone* and counted; as soon as there is room again it receives
 one ``FeedGap(reason="slow_consumer", missed=N)`` in their place, then newer
 items. The feed itself never waits for a consumer, so one slow consumer
 cannot stall the others or the keep-alive, and memory stays bounded
-(``buffer_size`` + 2 items per subscriber). ``FeedStopped`` and
-``SessionLost`` are never dropped.
+(``buffer_size`` + 2 items per subscriber). Status items (``FeedDown``,
+``FeedUp``, ``FeedStopped``, ``SessionLost``) are never dropped.
+
+Late consumers never wait blind: the hub remembers the latest *status* item,
+a ``FeedDown`` while an outage lasts (a ``FeedUp`` clears it) and the ending
+(``FeedStopped`` / ``SessionLost``) after a feed ended (the next feed's
+start clears it, :meth:`FeedHub.feed_started`). A new subscription receives
+the remembered item at once, first.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 import trio
 
-from ._models import FeedGap, FeedItem, FeedStopped, SessionLost
+from ._models import FeedDown, FeedGap, FeedItem, FeedStopped, FeedUp, SessionLost
 
 __all__ = ["FeedHub", "FeedSubscription"]
+
+#: Items a full buffer still takes: the consumer must learn of them.
+_NEVER_DROPPED = (FeedDown, FeedUp, FeedStopped, SessionLost)
+
+#: What a published status item does to the remembered one: True keeps it as
+#: the status, False clears the status. Other items leave it as it is.
+_STATUS: Mapping[type, bool] = {
+    FeedDown: True,
+    FeedUp: False,
+    FeedStopped: True,
+    SessionLost: True,
+}
 
 
 class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
@@ -39,7 +58,7 @@ class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
 
     def _put(self, item: FeedItem) -> None:
         items = self._items
-        if len(items) >= self._buffer_size and not isinstance(item, FeedStopped | SessionLost):
+        if len(items) >= self._buffer_size and not isinstance(item, _NEVER_DROPPED):
             self._missed += 1
             return
         if self._missed:
@@ -115,20 +134,42 @@ class FeedHub:
     def __init__(self) -> None:
         self._subscribers: list[FeedSubscription] = []
         self._closed = False
+        self._status: FeedItem | None = None
 
     def subscribe(self, buffer_size: int) -> FeedSubscription:
-        """A new subscription that sees items published from now on."""
+        """A new subscription: the remembered status item first, then items from now on."""
         subscription = FeedSubscription(self, buffer_size)
         if self._closed:
             subscription._end()
         else:
+            if self._status is not None:
+                subscription._put(self._status)
             self._subscribers.append(subscription)
         return subscription
 
     def publish(self, item: FeedItem) -> None:
-        """Hand ``item`` to every subscriber; never blocks."""
+        """Hand ``item`` to every subscriber, noting it if it is a status item; never blocks."""
+        keep = _STATUS.get(type(item))
+        if keep is not None:
+            self._status = item if keep else None
+        self.deliver(item)
+
+    def deliver(self, item: FeedItem) -> None:
+        """Hand ``item`` to every subscriber as :meth:`publish`, for events only.
+
+        The feed's hot path: events are never a status, so no bookkeeping.
+        """
         for subscription in self._subscribers:
             subscription._put(item)
+
+    def feed_started(self) -> None:
+        """A new feed starts: forget the last one's ending (or outage)."""
+        self._status = None
+
+    @property
+    def status(self) -> FeedItem | None:
+        """The remembered status item (``FeedDown`` or an ending), else ``None``."""
+        return self._status
 
     def close(self) -> None:
         """End every subscription (after it drains) and refuse new ones."""

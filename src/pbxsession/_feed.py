@@ -1,80 +1,39 @@
-"""The live feed task: connect, start, keep alive, resume, back off, stop.
+"""The live feed task: the socket loop around :mod:`._feed_policy`.
 
 One :class:`FeedRunner` per login. The session starts it with
 ``nursery.start(runner.run)``; it reports ready once the PBX's ``ready``
 frame arrived (or the first attempt failed and retrying goes on in the
-background), so ``login`` returns with the feed running. It never raises:
-every ending is published as a feed item, and a lost session is reported to
-the session through ``on_session_lost`` (a synchronous callback).
-
-Delivery is exactly-once and in order across reconnects: the runner resumes
-with ``since`` = the last sequence number it delivered and drops any event
-it has already delivered. Only a ``ready`` with ``resumed: false`` means
-loss, published as ``FeedGap(reason="server")``.
+background), so ``login`` returns with the feed running. It publishes
+events, gaps and the outage items (``FeedDown``/``FeedUp``) through the hub;
+``run`` *returns* its ending (``FeedStopped``/``SessionLost``) without
+publishing it: the session publishes it after its own transition. Every
+decision (resume, duplicates, gaps, retry or stop) is the policy's.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
+from . import _feed_policy as policy_
 from . import _wire as wire
-from ._errors import InvalidArgumentError, ProtocolError
+from ._errors import ProtocolError
 from ._fanout import FeedHub
-from ._models import FeedEvent, FeedGap, FeedOptions, FeedStopped, SessionLost
+from ._feed_policy import BackoffPolicy, Failure, FeedEnding, FeedPolicy, FullJitterBackoff, Stop
+from ._models import FeedEvent, FeedOptions, FeedStopped
 from ._nursery import leaves
 
 __all__ = ["BackoffPolicy", "FeedRunner", "FeedStatistics", "FullJitterBackoff"]
 
 log = logging.getLogger("pbxsession.feed")
-
-
-class BackoffPolicy(Protocol):
-    """How long to wait before reconnect attempt number ``attempt`` (0-based)."""
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt ``attempt`` of the current outage."""
-        ...
-
-    @property
-    def reset_after(self) -> float:
-        """Seconds a connection must stay up before the attempt count resets."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class FullJitterBackoff:
-    """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**attempt)).
-
-    The attempt count starts again once a connection stayed up ``reset_after``
-    seconds.
-    """
-
-    base: float = 0.5
-    cap: float = 30.0
-    reset_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        for name in ("base", "cap", "reset_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidArgumentError(f"{name} must be a number of seconds")
-            if not value > 0 or math.isinf(value):
-                raise InvalidArgumentError(f"{name} must be a positive, finite number of seconds")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt ``attempt``."""
-        return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 30)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +57,11 @@ class FeedStatistics:
 
 
 class _Disconnected(Exception):
-    """One connection ended; ``errno`` says how (PROTOCOL.md's numbers)."""
+    """One connection (or attempt) ended with ``failure``."""
 
-    def __init__(self, errno: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno
-        self.message = message
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 class FeedRunner:
@@ -116,60 +74,51 @@ class FeedRunner:
         options: FeedOptions,
         url: str,
         cookie_header: Callable[[], Awaitable[str | None]],
-        on_session_lost: Callable[[str], None],
         on_event: Callable[[FeedEvent], None] | None = None,
         backoff: BackoffPolicy | None = None,
-        connect_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._hub = hub
         self._options = options
         self._url = url
         self._cookie_header = cookie_header
-        self._on_session_lost = on_session_lost
         self._on_event = on_event
-        self._backoff: BackoffPolicy = backoff or FullJitterBackoff()
-        self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
+        self._policy = FeedPolicy(
+            max_retry_time=options.max_ws_retry_time, backoff=backoff or FullJitterBackoff()
+        )
         self._cancel_scope = trio.CancelScope()
         self._finished = trio.Event()
         self._running = False
-        self._session_lost = False
-        self._connected_since: float | None = None
-        self._reconnects = 0
-        self._ever_connected = False
-        self._events = 0
-        self._last_seq: int | None = None
-        # Where the feed stands: the newest sequence number delivered or, before
-        # any event, the PBX's newest at the first ``ready``. Resume from here.
-        self._position: int | None = None
-        self._gaps = 0
-        self._outage_logged = False
 
     def statistics(self) -> FeedStatistics:
         """The feed's figures now."""
+        policy = self._policy
         return FeedStatistics(
-            connected=self._connected_since is not None,
-            connected_since=self._connected_since,
-            reconnects=self._reconnects,
-            events_received=self._events,
-            last_seq=self._last_seq,
-            gaps=self._gaps,
+            connected=policy.up_since is not None,
+            connected_since=policy.up_since,
+            reconnects=policy.reconnects,
+            events_received=policy.events,
+            last_seq=policy.last_seq,
+            gaps=policy.gaps,
         )
 
-    @property
-    def session_lost(self) -> bool:
-        """Whether this feed has published ``SessionLost`` (errno 2 or a 403)."""
-        return self._session_lost
-
     async def stop(self) -> None:
-        """Stop the feed and wait until its task has finished (if it ever started)."""
+        """Stop the feed and wait until :meth:`run` has returned (if it ever started)."""
         self._cancel_scope.cancel()
         if self._running:
             await self._finished.wait()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The feed task. Never raises; every ending is published."""
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> FeedEnding | None:
+        """The feed task: its ending, or ``None`` when stopped. Never raises.
+
+        The ending is not published here: the session makes its transition
+        first, then publishes it, so that a consumer who sees ``SessionLost``
+        already reads the new state.
+        """
+        self._hub.feed_started()
         self._running = True
         started = False
 
@@ -179,118 +128,82 @@ class FeedRunner:
                 started = True
                 task_status.started()
 
+        ending: FeedEnding | None = None
         try:
             with self._cancel_scope:
-                await self._run(report_started)
+                ending = await self._run(report_started)
         except Exception as exc:  # a bug must not tear down the session's nursery
             log.exception("feed task failed")
-            self._hub.publish(FeedStopped(f"internal error: {exc!r}"))
+            ending = FeedStopped(f"internal error: {exc!r}")
         finally:
-            self._connected_since = None
+            self._policy.up_since = None
             self._finished.set()
             report_started()
+        return ending
 
-    async def _run(self, report_started: Callable[[], None]) -> None:
-        attempt = 0
-        outage_started: float | None = None
+    async def _run(self, report_started: Callable[[], None]) -> FeedEnding:
+        policy = self._policy
         while True:
-            up_since: float | None = None
             try:
-                async with _open_feed(
-                    self._url,
-                    await self._cookie_header(),
-                    self._connect_timeout,
-                    self._ssl_context,
-                ) as ws:
-                    await self._start(ws)
-                    up_since = trio.current_time()
-                    if self._ever_connected:
-                        self._reconnects += 1
-                    self._ever_connected = True
-                    self._connected_since = up_since
-                    if self._outage_logged:
-                        log.info("live feed is back")
-                        self._outage_logged = False
-                    report_started()
-                    await self._pump(ws)
+                await self._connection(report_started)
             except _Disconnected as exc:
-                self._connected_since = None
-                reaction = wire.feed_reaction(exc.errno)
-                if reaction is wire.FeedReaction.SESSION_LOST:
-                    self._session_lost = True
-                    self._hub.publish(SessionLost(exc.message or "logged out by the PBX"))
-                    self._on_session_lost(exc.message)
-                    return
-                if reaction is wire.FeedReaction.FATAL:
-                    self._hub.publish(FeedStopped(exc.message or "PBX version changed", exc.errno))
-                    log.warning("live feed stopped for good: errno %d", exc.errno)
-                    return
-                now = trio.current_time()
-                if up_since is not None:
-                    # A connection that was up starts a new outage; one that
-                    # stayed up long enough also starts the backoff afresh.
-                    outage_started = now
-                    if now - up_since >= self._backoff.reset_after:
-                        attempt = 0
-                elif outage_started is None:
-                    outage_started = now
-                if not self._outage_logged:
-                    # The text, not the exception: a handler that keeps records
-                    # (pytest, MemoryHandler) would keep its traceback's frames.
-                    log.warning(
-                        "live feed lost (errno %d): %s; reconnecting", exc.errno, exc.message
-                    )
-                    self._outage_logged = True
-                limit = self._options.max_ws_retry_time
-                elapsed = now - outage_started
-                if limit is not None and elapsed >= limit:
-                    self._hub.publish(
-                        FeedStopped(f"gave up reconnecting after {elapsed:.1f}s", exc.errno)
-                    )
-                    log.warning("live feed stopped: retry time of %ss used up", limit)
-                    return
-                report_started()
-                delay = self._backoff.delay(attempt)
-                if limit is not None:
-                    delay = min(delay, limit - elapsed)
-                attempt += 1
-                await trio.sleep(delay)
+                decision = policy.on_failure(exc.failure, trio.current_time())
+            if isinstance(decision, Stop):
+                if isinstance(decision.ending, FeedStopped):
+                    log.warning("live feed stopped: %s", decision.ending.reason)
+                return decision.ending
+            if decision.down is not None:
+                # The text, not the exception: a handler that keeps records
+                # (pytest, MemoryHandler) would keep its traceback's frames.
+                down = decision.down
+                log.warning("live feed lost (errno %d): %s; reconnecting", down.errno, down.reason)
+                self._hub.publish(down)
+            report_started()
+            await trio.sleep(decision.delay)
 
-    async def _start(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _connection(self, report_started: Callable[[], None]) -> NoReturn:
+        """One connection, from the handshake to its end (always ``_Disconnected``)."""
+        deadline = trio.current_time() + self._options.handshake_timeout
+        cookie = await self._cookie_header()
+        async with _open_feed(self._url, cookie, deadline, self._ssl_context) as ws:
+            ready = await self._start(ws, deadline)
+            started = self._policy.on_ready(ready.seq, ready.resumed, trio.current_time())
+            if started.gap is not None:
+                self._hub.publish(started.gap)
+            if started.up is not None:
+                log.info("live feed is back")
+                self._hub.publish(started.up)
+            report_started()
+            await self._pump(ws)
+        raise AssertionError("unreachable: _pump ends only by raising")  # pragma: no cover
+
+    async def _start(
+        self, ws: trio_websocket.WebSocketConnection, deadline: float
+    ) -> wire.ReadyFrame:
         options = self._options
         frame = wire.start_frame(
-            self._position,
+            self._policy.since(),
             device=options.device,
             presence=options.presence,
             mailbox=options.mailbox,
             queue=options.queue,
         )
-        with trio.move_on_after(self._connect_timeout) as scope:
+        with trio.move_on_at(deadline) as scope:
             await _send(ws, frame)
             ready = await _receive(ws)
         if scope.cancelled_caught:
-            raise _Disconnected(wire.ERRNO_OPEN_FAILED, "no ready frame in time")
+            raise _Disconnected(policy_.NO_READY)
         if isinstance(ready, wire.ErrorFrame):
-            raise _Disconnected(ready.errno, ready.message)
+            raise _Disconnected(Failure(ready.errno, ready.message))
         if not isinstance(ready, wire.ReadyFrame):
-            raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, "feed did not start with ready")
-        position = self._position
-        if position is None:
-            # A fresh start: only what comes after the PBX's newest event. Later
-            # reconnects resume from here even before any event arrived.
-            self._position = ready.seq
-        elif not ready.resumed:
-            self._gaps += 1
-            self._hub.publish(FeedGap("server", after_seq=position, resumed_at=ready.seq))
-            if ready.seq < position:
-                # The PBX's numbering restarted: continue with its numbers.
-                self._position = ready.seq
+            raise _Disconnected(policy_.NOT_READY_FIRST)
+        return ready
 
-    async def _pump(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _pump(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:
         # Reading and keep-alive run side by side (the pong is processed by
         # the reader); each catches its own ending so that no exception group
         # leaves this nursery.
-        ending: _Disconnected | None = None
+        ending = _Disconnected(policy_.CLOSED)
 
         async with trio.open_nursery() as nursery:
 
@@ -305,45 +218,44 @@ class FeedRunner:
             async def keep_alive() -> None:
                 nonlocal ending
                 await self._keep_alive(ws)
-                ending = _Disconnected(wire.ERRNO_CONNECTION_FAILED, "no pong in time")
+                ending = _Disconnected(policy_.NO_PONG)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(read)
             nursery.start_soon(keep_alive)
-        if ending is not None:
-            raise ending
+        raise ending
 
-    async def _read(self, ws: trio_websocket.WebSocketConnection) -> None:
-        # The feed's hot loop: ``_receive`` inlined and lookups bound once.
+    async def _read(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:
+        # The feed's hot loop: ``_receive`` and ``FeedPolicy.accept`` inlined,
+        # lookups bound once. Keep them in step.
         get_message = ws.get_message
         parse = wire.parse_feed_frame
-        publish = self._hub.publish
+        publish = self._hub.deliver
         on_event = self._on_event
+        policy = self._policy
         while True:
             try:
                 message = await get_message()
             except trio_websocket.ConnectionClosed as exc:
-                raise _Disconnected(
-                    wire.ERRNO_CONNECTION_FAILED, "feed closed without error"
-                ) from exc
+                raise _Disconnected(policy_.CLOSED) from exc
             try:
-                frame = parse(message)
+                frame = parse(message)  # type: ignore[arg-type]  # bytes: ProtocolError
             except ProtocolError as exc:
-                raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, str(exc)) from exc
+                raise _Disconnected(Failure.off_protocol(str(exc))) from exc
             if isinstance(frame, FeedEvent):
                 seq = frame.seq
-                position = self._position
+                position = policy.position
                 if position is not None and seq <= position:
                     continue  # already delivered before a reconnect
-                self._position = self._last_seq = seq
-                self._events += 1
+                policy.position = policy.last_seq = seq
+                policy.events += 1
                 if on_event is not None:
                     on_event(frame)
                 publish(frame)
             elif isinstance(frame, wire.ErrorFrame):
-                raise _Disconnected(frame.errno, frame.message)
+                raise _Disconnected(Failure(frame.errno, frame.message))
             else:
-                raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, "unexpected ready frame")
+                raise _Disconnected(policy_.UNEXPECTED_READY)
 
     async def _keep_alive(self, ws: trio_websocket.WebSocketConnection) -> None:
         """Return when a ping went unanswered for ``pong_timeout`` seconds."""
@@ -362,7 +274,7 @@ async def _send(ws: trio_websocket.WebSocketConnection, text: str) -> None:
     try:
         await ws.send_message(text)
     except trio_websocket.ConnectionClosed as exc:
-        raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, "feed closed") from exc
+        raise _Disconnected(policy_.CLOSED) from exc
 
 
 async def _receive(
@@ -372,18 +284,18 @@ async def _receive(
     try:
         message = await ws.get_message()
     except trio_websocket.ConnectionClosed as exc:
-        raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, "feed closed without error") from exc
+        raise _Disconnected(policy_.CLOSED) from exc
     try:
-        return wire.parse_feed_frame(message)
+        return wire.parse_feed_frame(message)  # type: ignore[arg-type]  # bytes: ProtocolError
     except ProtocolError as exc:
-        raise _Disconnected(wire.ERRNO_CONNECTION_FAILED, str(exc)) from exc
+        raise _Disconnected(Failure.off_protocol(str(exc))) from exc
 
 
 @asynccontextmanager
 async def _open_feed(
     url: str,
     cookie_header: str | None,
-    connect_timeout: float,
+    deadline: float,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
     """One feed connection whose socket this module owns.
@@ -393,7 +305,9 @@ async def _open_feed(
     is refused or times out, or when the peer cut the connection off first,
     and may replace the body's exception with a closing failure. Here the
     socket is always closed on the way out, handshake failures become feed
-    errnos (403 is errno 2), and the body's own exception leaves unwrapped.
+    failures (``Failure.handshake_refused``: 403 is errno 2, 404 and the
+    rest errno 91; a TLS failure stops the feed), and the body's own
+    exception leaves unwrapped.
     """
     parts = urlsplit(url)
     secure = parts.scheme == "wss"
@@ -408,7 +322,7 @@ async def _open_feed(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            with trio.move_on_after(connect_timeout) as timeout:
+            with trio.move_on_at(deadline) as timeout:
                 if secure:
                     stream = await trio.open_ssl_over_tcp_stream(
                         host,
@@ -422,7 +336,7 @@ async def _open_feed(
                     nursery, stream, host_header, resource, extra_headers=headers
                 )
             if timeout.cancelled_caught:
-                raise _Disconnected(wire.ERRNO_OPEN_FAILED, "feed handshake timed out")
+                raise _Disconnected(policy_.HANDSHAKE_TIMEOUT)
             try:
                 yield ws
             except BaseException as exc:
@@ -433,23 +347,35 @@ async def _open_feed(
     except BaseExceptionGroup as group:
         if body_error is not None:
             raise body_error from body_error.__cause__
-        raise _handshake_failure(group) from None
+        raise _handshake_failure(group, url) from None
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
 
 
-def _handshake_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def _handshake_failure(group: BaseExceptionGroup[BaseException], url: str) -> BaseException:
     """The one exception that stands for a failed handshake (its nursery's group)."""
     found = list(leaves(group))
     for exc in found:
         if isinstance(exc, trio_websocket.ConnectionRejected):
-            if exc.status_code == 403:
-                return _Disconnected(2, "the PBX refused the feed: not logged in")
-            return _Disconnected(
-                wire.ERRNO_OPEN_FAILED, f"feed handshake refused: HTTP {exc.status_code}"
-            )
+            return _Disconnected(Failure.handshake_refused(exc.status_code or 0, url))
     for exc in found:
         if isinstance(exc, _Disconnected | trio.Cancelled) or not isinstance(exc, Exception):
             return exc
-    return _Disconnected(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {found[0]!r}")
+    for exc in found:
+        tls = _tls_error(exc)
+        if tls is not None:
+            reason = tls.reason or type(tls).__name__
+            return _Disconnected(Failure(wire.ERRNO_OPEN_FAILED, f"TLS: {reason} ({url})", tls=True))
+    return _Disconnected(Failure(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {found[0]!r}"))
+
+
+def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind ``exc`` (trio wraps it in BrokenResourceError)."""
+    seen = 0
+    while exc is not None and seen < 10:  # bounded: a chain may loop
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -305,10 +305,10 @@ class Session:
         await self._store.record_context(host, self._sub_id, user.login)
         await self._load_history()
         self._generation += 1
-        feed = self._new_feed(self._generation)
+        feed = self._new_feed()
         try:
             if feed is not None:
-                await self._nursery_or_fail().start(feed.run)
+                await self._nursery_or_fail().start(self._run_feed, feed, self._generation)
         except BaseException:
             with trio.CancelScope(shield=True):
                 if feed is not None:
@@ -499,16 +499,15 @@ class Session:
 
     async def _drop_login(self, event: Event, reason: str) -> None:
         """Leave the login: stop the feed, tell the machine, note it in the store."""
-        feed = self._feed
         await self._stop_feed()
-        if event is Event.SESSION_LOST:
-            if feed is None or not feed.session_lost:  # the feed may have said so already
-                self._hub.publish(SessionLost(reason))
-            log.warning("session lost: %s", reason)
         self._generation += 1
         self._user = None
         self._rtc_password = None
         self._lifecycle.apply(event)
+        if event is Event.SESSION_LOST:
+            # After the transition: a consumer seeing it already reads host_set.
+            log.warning("session lost: %s", reason)
+            self._hub.publish(SessionLost(reason))
         with trio.CancelScope(shield=True):
             await self._store.record_context(self._require_host(), self._sub_id, None)
 
@@ -519,7 +518,7 @@ class Session:
             with trio.CancelScope(shield=True, deadline=deadline):
                 await feed.stop()
 
-    def _new_feed(self, generation: int) -> FeedRunner | None:
+    def _new_feed(self) -> FeedRunner | None:
         if self._feed_options is None:
             return None
         ws_host = self.ws_host
@@ -535,7 +534,6 @@ class Session:
             options=self._feed_options,
             url=wire.feed_url(ws_host, self._sub_id),
             cookie_header=cookie_header,
-            on_session_lost=lambda reason: self._on_feed_lost(generation, reason),
             on_event=self._on_feed_event,
             backoff=self._backoff,
             ssl_context=self._ssl_context,
@@ -546,9 +544,19 @@ class Session:
         if record is not None:
             self._history.append(record)
 
-    def _on_feed_lost(self, generation: int, reason: str) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(self._handle_feed_lost, generation, reason)
+    async def _run_feed(
+        self,
+        feed: FeedRunner,
+        generation: int,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the login's feed; act on its ending, then publish it."""
+        ending = await feed.run(task_status=task_status)
+        if isinstance(ending, SessionLost):
+            await self._handle_feed_lost(generation, ending.reason)
+        elif ending is not None and generation == self._generation:
+            self._hub.publish(ending)
 
     async def _handle_feed_lost(self, generation: int, reason: str) -> None:
         async with self._lock:

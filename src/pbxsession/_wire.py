@@ -448,20 +448,25 @@ def _int(value: object, what: str) -> int:
 _raw_decode = json.JSONDecoder().raw_decode
 
 
-def parse_feed_frame(text: str | bytes) -> ReadyFrame | FeedEvent | ErrorFrame:
-    """Parse one server frame; anything off-protocol is :class:`ProtocolError`."""
+def parse_feed_frame(text: str) -> ReadyFrame | FeedEvent | ErrorFrame:
+    """Parse one server text frame; anything off-protocol is :class:`ProtocolError`.
+
+    The feed speaks JSON in text frames only: a binary frame (``bytes``) is
+    off-protocol too (the client treats it as errno 92).
+    """
     # Fast path for the feed's hot loop: ``raw_decode`` skips ``json.loads``'
-    # whitespace scans. Anything it does not take whole (bytes, surrounding
+    # whitespace scans. Anything it does not take whole (surrounding
     # whitespace, bad JSON) goes through ``json.loads``, which decides.
+    if type(text) is not str:
+        raise ProtocolError("binary feed frame: the feed sends JSON text frames only")
     frame: Any = None
     parsed = False
-    if type(text) is str:
-        try:
-            frame, end = _raw_decode(text)
-        except (ValueError, RecursionError):
-            pass
-        else:
-            parsed = end == len(text)
+    try:
+        frame, end = _raw_decode(text)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        parsed = end == len(text)
     if not parsed:
         try:
             frame = json.loads(text)
@@ -512,13 +517,25 @@ _REACTIONS: Mapping[int, FeedReaction] = {
 
 #: errno the client assigns to a handshake that failed (not a 403).
 ERRNO_OPEN_FAILED = 91
-#: errno the client assigns to a feed cut off, closed without error, or silent.
+#: errno the client assigns to a feed cut off, closed without error, silent,
+#: or sending a frame off-protocol (binary, malformed).
 ERRNO_CONNECTION_FAILED = 92
+#: errno of a feed the PBX logged out (an error frame, or a 403 handshake).
+ERRNO_LOGGED_OUT = 2
+
+#: Handshake statuses with their own errno; every other refusal (404: no feed
+#: at that URL, a wrong port or path; 5xx) is an open failure, retried.
+_HANDSHAKE_ERRNOS: Mapping[int, int] = {403: ERRNO_LOGGED_OUT}
 
 
 def feed_reaction(errno: int) -> FeedReaction:
     """The reaction to ``errno``; unknown numbers are treated like 90 (retry)."""
     return _REACTIONS.get(errno, FeedReaction.RETRY)
+
+
+def handshake_errno(status: int) -> int:
+    """The feed errno of a handshake refused with HTTP ``status`` (403: 2, else 91)."""
+    return _HANDSHAKE_ERRNOS.get(status, ERRNO_OPEN_FAILED)
 
 
 def call_record(event: FeedEvent) -> Mapping[str, Any] | None:
