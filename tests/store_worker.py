@@ -6,7 +6,8 @@ The spec names the store (``{"kind": "sqlite", "path"}`` or ``{"kind":
 
 - ``steps``: for each step ``{"op", "user", "password", "subid"}``, open a
   session on ``url`` and log in as ``user`` with the password (``login``),
-  with ``checkonly`` (``adopt``) or with ``login_shared`` (``shared``);
+  with ``checkonly`` (``adopt``) or with ``login_shared`` (``shared``), or
+  log in and out again (``login_logout``);
   answers a list of ``{"login", "password_logins"}`` or ``{"error": code, ...}``;
 - ``writes``: record ``n`` contexts of its own (``w{worker}-{j}``) for ``user``,
   then, ``n`` times, add one to the number in the file ``counter`` under
@@ -82,6 +83,9 @@ async def log_in(
         try:
             if step["op"] == "login":
                 result = await session.login(user, password, subid=subid)
+            elif step["op"] == "login_logout":
+                result = await session.login(user, password, subid=subid)
+                await session.logout()
             elif step["op"] == "adopt":
                 result = await session.login(user, checkonly=True, subid=subid)
             else:

@@ -154,7 +154,7 @@ async def test_cancelled_exit_is_bounded(
 ) -> None:
     """Against a PBX that never answers in time, a cancelled exit still ends on its bound."""
     timeouts = pbxsession.ExitTimeouts(step=2.0, total=3.0)
-    async with session_on(sim, store, exit_timeouts=timeouts) as session:
+    async with session_on(sim, store, exit_timeout=timeouts) as session:
         await _ready_for_exit(session)
         sim.set_delay(1000)
         start = trio.current_time()

@@ -125,7 +125,7 @@ async def test_exit_runs_every_step(sim: Simulator, store: MemoryStore) -> None:
 async def test_exit_without_logout_keeps_the_login(sim: Simulator, store: MemoryStore) -> None:
     async with session_on(sim, store) as session:
         held = await log_in_with_everything(session, sim, store)
-        report = await session.exit(logout=False, timeouts=ExitTimeouts(step=5, total=10))
+        report = await session.exit(logout=False, timeout=ExitTimeouts(step=5, total=10))
         assert outcomes(report) == {
             "chat_offline": OK,
             "history_save": OK,
@@ -204,7 +204,7 @@ async def test_a_hanging_step_times_out_alone(
         await log_in_with_everything(session, sim, store)
         sim.set_delay(60, STEP_COMMAND[step])
         start = trio.current_time()
-        report = await session.exit(logout=True, timeouts=ExitTimeouts(step=5, total=10))
+        report = await session.exit(logout=True, timeout=ExitTimeouts(step=5, total=10))
         elapsed = trio.current_time() - start
         assert session.state is State.CLOSED
     expected = dict.fromkeys(STEPS, OK)
@@ -225,7 +225,7 @@ async def test_the_whole_exit_is_bounded(
         await log_in_with_everything(session, sim, store)
         sim.set_delay(60)
         start = trio.current_time()
-        report = await session.exit(logout=True, timeouts=ExitTimeouts(step=8, total=10))
+        report = await session.exit(logout=True, timeout=ExitTimeouts(step=8, total=10))
         elapsed = trio.current_time() - start
     assert outcomes(report) == dict.fromkeys(STEPS, TIMED_OUT)
     assert all(report.steps[n].duration == pytest.approx(8, abs=0.1) for n in STEPS[:3])
@@ -393,7 +393,7 @@ async def test_cancelled_caller_exit_is_still_bounded(
         sim.set_delay(60)
         start = trio.current_time()
         with trio.move_on_after(0.5):
-            await session.exit(logout=True, timeouts=ExitTimeouts(step=3, total=4))
+            await session.exit(logout=True, timeout=ExitTimeouts(step=3, total=4))
         assert 4.0 <= trio.current_time() - start < 4.5
         report = session.exit_report
         assert report is not None
@@ -508,7 +508,7 @@ async def test_exit_when_closed_returns_the_same_report(sim: Simulator, store: M
         report = await session.exit(logout=False)
         sent = sim.command_count()
         assert await session.exit(logout=True) is report
-        assert await session.exit(timeouts=ExitTimeouts(step=1, total=1)) is report
+        assert await session.exit(timeout=ExitTimeouts(step=1, total=1)) is report
         assert sim.command_count() == sent
     assert session.exit_report is report  # leaving the block did not exit again
 
@@ -525,7 +525,7 @@ async def test_leaving_the_block_exits_with_logout(sim: Simulator, store: Memory
 async def test_bad_timeouts_are_refused(sim: Simulator, store: MemoryStore) -> None:
     async with session_on(sim, store) as session:
         with pytest.raises(InvalidArgumentError):
-            await session.exit(timeouts={"step": 1})  # type: ignore[arg-type]
+            await session.exit(timeout={"step": 1})  # type: ignore[arg-type]
         assert session.state is State.HOST_SET
         with pytest.raises(InvalidArgumentError):
             ExitTimeouts(step=0)

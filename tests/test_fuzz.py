@@ -5,7 +5,7 @@ operations (``set_host``, ``set_ws_host``, ``get_sub_id``, password logins
 good and bad, ``checkonly`` logins, ``select_company`` valid and invalid,
 ``rtc_reset``, ``logout``, ``exit``) while injecting faults into the
 simulator (command delays, HTTP 500s, commands that outlast the session's
-``request_timeout``, expiry, restarts, feed drops, feed error frames with
+``timeout``, expiry, restarts, feed drops, feed error frames with
 errno 1, 2, 3, 90 and 100, refused feed handshakes, frozen feeds) and acting
 as "another program" that logs in to the session's context (so that
 ``checkonly`` can adopt a login). The model keeps one ``events()`` channel
@@ -25,7 +25,7 @@ After every step the invariants hold:
 * a failed operation left the state it found, except ``SessionLostError``
   (→ ``host_set``) and the documented asynchronous loss after an injected
   expiry/restart (the feed's errno 2);
-* a command that outlasts ``request_timeout`` raises ``PbxUnavailableError``
+* a command that outlasts ``timeout`` raises ``PbxUnavailableError``
   and leaves the state; the PBX still carries it out late (the simulator
   does not notice the client gave up), and the model then treats that late
   effect like another program's doing: a late login is a foreign login, a
@@ -189,7 +189,7 @@ class Driver:
                 sim.url,
                 ws_host=sim.ws_url,
                 store=self.store,
-                request_timeout=REQUEST_TIMEOUT,
+                timeout=REQUEST_TIMEOUT,
                 feed=FeedOptions(pong_timeout=5.0),
                 backoff=FullJitterBackoff(base=0.02, cap=0.1),
             ) as session:
@@ -805,7 +805,7 @@ class SessionMachine(RuleBasedStateMachine):
     )
     @counted
     def command_delayed(self, op: str, seconds: float) -> None:
-        """One command delayed just under or over the session's ``request_timeout``.
+        """One command delayed just under or over the session's ``timeout``.
 
         Over it, at most ``TIMEOUTS_PER_EXAMPLE`` times an example (they are slow).
         """
@@ -834,7 +834,7 @@ class SessionMachine(RuleBasedStateMachine):
             self.driver.call(self.sim.set_delay, delays.get(cmd, 0.0), cmd)
 
     def _delayed_in_time(self, op: str) -> None:
-        """Under ``request_timeout`` a delay changes nothing but the time taken."""
+        """Under ``timeout`` a delay changes nothing but the time taken."""
         user = self.session.user
         if op in ("login", "load"):
             self._login("admin", good=True)
@@ -851,7 +851,7 @@ class SessionMachine(RuleBasedStateMachine):
             self._exit(logout=True)
 
     def _delayed_too_long(self, op: str, cmd: str) -> None:
-        """Over ``request_timeout``: PbxUnavailableError, the state unchanged, a late effect."""
+        """Over ``timeout``: PbxUnavailableError, the state unchanged, a late effect."""
         before = self.session.state
         if op == "load":
             # The login stands without its history (the load is retried, then given up).

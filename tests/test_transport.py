@@ -83,7 +83,7 @@ async def test_login_ends_at_the_command_deadline(
     store = pbxsession.MemoryStore()
     with trio.fail_after(120):
         async with pbxsession.open_session(
-            server.url, store=store, feed=None, request_timeout=5
+            server.url, store=store, feed=None, timeout=5
         ) as session:
             started = trio.current_time()
             with pytest.raises(PbxTimeoutError) as caught:

@@ -27,7 +27,16 @@ from ._errors import (
 )
 from ._fanout import FeedSubscription
 from ._feed import BackoffPolicy, FeedStatistics, FullJitterBackoff
-from ._lifecycle import RULES, Event, Operation, Rule, State, rules_table, transitions
+from ._lifecycle import (
+    RULES,
+    Condition,
+    Event,
+    Operation,
+    Rule,
+    State,
+    rules_table,
+    transitions,
+)
 from ._models import (
     Company,
     ExitReport,
@@ -44,7 +53,8 @@ from ._models import (
     StepResult,
     User,
 )
-from ._session import ExitTimeouts, Session, SessionStatistics, open_session
+from ._session import Session, SessionStatistics, open_session
+from ._timeouts import ExitTimeouts, Timeout
 from .stores import MemoryStore, RedisStore, SessionStore, SqliteStore, default_store_path
 
 __version__ = "0.1.0"
@@ -54,6 +64,7 @@ __all__ = [
     "BackoffPolicy",
     "CommandError",
     "Company",
+    "Condition",
     "Event",
     "ExitReport",
     "ExitTimeouts",
@@ -93,6 +104,7 @@ __all__ = [
     "StepOutcome",
     "StepResult",
     "StoreError",
+    "Timeout",
     "TlsError",
     "UnknownCompanyError",
     "User",

@@ -5,23 +5,30 @@ An exit runs in two stages, each a nursery:
 1. ``chat_offline``, ``history_save`` and ``rtc_release``, concurrently;
 2. ``logout`` (when asked), after the feed has been stopped.
 
-Every step has its own timeout, and the whole exit a deadline; a step that
-fails, hangs or is skipped never stops the others. Step failures are
-reported in the :class:`~pbxsession.ExitReport`, never raised.
+The plan is a function of the :class:`~pbxsession._login.Login` being
+ended (which steps run, and why each other one is skipped). Every step has
+its own timeout, and the whole exit a deadline; a step that fails, hangs or
+is skipped never stops the others. Step failures are reported in the
+:class:`~pbxsession.ExitReport`, never raised.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
+from . import _wire as wire
+from ._errors import SessionLostError, StaleCredentialError
+from ._login import Login
 from ._models import StepOutcome, StepResult
 from ._nursery import open_owned_nursery
+from ._timeouts import ExitTimeouts
 
-__all__ = ["STEP_NAMES", "ExitStep", "StepSkipped", "run_stage"]
+__all__ = ["STEP_NAMES", "ExitPlan", "ExitStep", "StepSkipped", "run_exit", "run_stage"]
 
 log = logging.getLogger("pbxsession")
 
@@ -45,6 +52,112 @@ class ExitStep:
     run: Callable[[], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class ExitPlan:
+    """What the exit of ``login`` does, step by step.
+
+    ``logout`` says whether logging out was asked for; ``detached`` that
+    the session closes without telling the PBX anything. ``lost`` collects
+    the ``notloggedin`` answers the steps met: the PBX had already ended
+    the login.
+    """
+
+    login: Login | None
+    logout: bool
+    detached: bool = False
+    deadline: float | None = None
+    lost: list[str] = field(default_factory=list)
+
+    def stage_one(self) -> list[ExitStep]:
+        """Chat offline, history save and WebRTC release, run concurrently."""
+        return [
+            ExitStep("chat_offline", self._chat_offline),
+            ExitStep("history_save", self._history_save),
+            ExitStep("rtc_release", self._rtc_release),
+        ]
+
+    def stage_two(self) -> list[ExitStep]:
+        """Logout, once the feed is stopped."""
+        return [ExitStep("logout", self._logout)]
+
+    def logged_out(self, results: dict[str, StepResult]) -> bool:
+        """Whether the login is over on the PBX after ``results``."""
+        done = results.get("logout")
+        return bool(self.lost) or (done is not None and done.outcome is StepOutcome.OK)
+
+    def _login(self) -> Login:
+        if self.detached:
+            raise StepSkipped("detached: exit_on_close=False")
+        if self.login is None:
+            raise StepSkipped("not logged in")
+        return self.login
+
+    async def _send(self, login: Login, command: wire.Command[Any]) -> None:
+        try:
+            await login.route.send(command, self.deadline)
+        except SessionLostError as exc:
+            self.lost.append(str(exc))
+            raise
+
+    async def _chat_offline(self) -> None:
+        login = self._login()
+        if not login.user.has_permission(wire.CHAT_PERMISSION):
+            raise StepSkipped("the user has no chat permission")
+        await self._send(login, wire.status_command("offline"))
+
+    async def _history_save(self) -> None:
+        login = self._login()
+        if login.history is None:
+            raise StepSkipped("the saved history could not be loaded at login")
+        await self._send(login, wire.save_history_command(list(login.history)))
+
+    async def _rtc_release(self) -> None:
+        login = self._login()
+        held, login.rtc_password = login.rtc_password, None
+        if held is None:
+            raise StepSkipped("no WebRTC password held")
+        try:
+            await self._send(login, wire.rtc_reset_command(release=held))
+        except StaleCredentialError:
+            raise StepSkipped("another program already reset the WebRTC password") from None
+
+    async def _logout(self) -> None:
+        if not self.logout and not self.detached:
+            raise StepSkipped("not requested")
+        login = self._login()
+        if self.lost:
+            raise StepSkipped("already logged out: the PBX answered notloggedin")
+        try:
+            await self._send(login, wire.logout_command())
+        except SessionLostError:
+            raise StepSkipped("already logged out: the PBX answered notloggedin") from None
+
+
+async def run_exit(
+    plan: ExitPlan, bounds: ExitTimeouts, deadline: float, results: dict[str, StepResult]
+) -> None:
+    """Run ``plan``'s two stages into ``results``, stopping the feed in between.
+
+    Interrupted (``KeyboardInterrupt``), every step not yet ended is
+    reported ``failed``: "interrupted before it ended".
+    """
+    plan.deadline = deadline
+    try:
+        await run_stage(
+            plan.stage_one(), step_timeout=bounds.step, deadline=deadline, results=results
+        )
+        if plan.login is not None:
+            # The feed goes before logout, which would otherwise end it with errno 2.
+            await plan.login.stop_feed(deadline)
+        await run_stage(
+            plan.stage_two(), step_timeout=bounds.step, deadline=deadline, results=results
+        )
+    finally:
+        interrupted = StepResult(StepOutcome.FAILED, reason="interrupted before it ended")
+        for name in STEP_NAMES:
+            results.setdefault(name, interrupted)
+
+
 async def run_stage(
     steps: Sequence[ExitStep],
     *,
@@ -59,8 +172,7 @@ async def run_stage(
     first. Nothing a step raises (an ``Exception``) leaves this function: it
     becomes a ``failed`` result, :class:`StepSkipped` a ``skipped`` one, and
     running out of time a ``timed_out`` one. Results go into ``results``
-    as each step ends, so that an interrupted stage (``KeyboardInterrupt``)
-    leaves those it has.
+    as each step ends, so that an interrupted stage leaves those it has.
     """
     results = {} if results is None else results
     async with open_owned_nursery() as nursery:

@@ -3,35 +3,41 @@
 Two pieces of data say everything:
 
 * :class:`SessionMachine`: the states and the events that move between them,
-  declared with python-statemachine. Only events change the state.
-* :data:`RULES`: for each public operation, the states that allow it, the
-  states that allow it under a condition, and the machine events its success
-  and failure send.
+  declared once with python-statemachine. At import the declaration is
+  compiled into a plain transition table (:data:`TRANSITIONS`), the way h11
+  keeps its tables as dicts: a session's machine is then one small object.
+* :data:`RULES`: for each thing that can happen to a session (the public
+  operations, and the PBX ending the login), the states that allow it, the
+  states that allow it under a :class:`Condition`, and the events it sends
+  when it starts, succeeds, finds the login gone, and ends.
 
-:class:`Lifecycle` is the only object that holds a session's state. The
-session asks it before doing any I/O (:meth:`Lifecycle.check`) and reports
-what the PBX answered afterwards (:meth:`Lifecycle.apply`). Its callbacks are
-synchronous: python-statemachine's async engine is asyncio-only, so no
-callback here may await. The diagrams and the README's rules table are
-generated from this module (:func:`rules_table`, :func:`transitions`).
+:class:`Lifecycle` is the only object that holds a session's state and
+whether an operation is in progress. The session asks it for an operation's
+:class:`Rule` before any I/O (:meth:`Lifecycle.begin`, :meth:`Lifecycle.check`)
+and reports the outcome afterwards (:meth:`Lifecycle.succeeded`,
+:meth:`Lifecycle.lost`, :meth:`Lifecycle.end`); the lifecycle sends the
+rule's events, so no call site names an event. A transition is made whole
+first and listeners are told afterwards; a listener that raises is logged
+and changes nothing. The diagrams and the README's rules table are generated
+from this module (:func:`rules_table`, :func:`transitions`).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from statemachine import State as _MachineState
 from statemachine import StateMachine
-from statemachine.exceptions import TransitionNotAllowed
 
-from ._errors import InvalidStateError
+from ._errors import InvalidStateError, SessionBusyError
 
 __all__ = [
     "RULES",
+    "TRANSITIONS",
     "Condition",
     "Event",
     "Lifecycle",
@@ -43,6 +49,8 @@ __all__ = [
     "rules_table",
     "transitions",
 ]
+
+log = logging.getLogger("pbxsession")
 
 
 class State(enum.Enum):
@@ -74,7 +82,7 @@ class Event(enum.Enum):
 
 
 class SessionMachine(StateMachine):
-    """The session's states and the events between them.
+    """The session's states and the events between them: the one declaration.
 
     ``session_lost`` is the PBX saying ``notloggedin`` (or the feed's errno 2)
     while the session believes it is logged in.
@@ -101,8 +109,26 @@ class SessionMachine(StateMachine):
     exit_finished = exiting.to(closed)
 
 
+def transitions() -> Iterator[tuple[State, Event, State]]:
+    """Every (source, event, target) transition declared by :class:`SessionMachine`."""
+    for machine_state in SessionMachine.states:
+        for transition in machine_state.transitions:
+            for event in transition.events:
+                yield State(transition.source.id), Event(str(event)), State(transition.target.id)
+
+
+#: The declared machine compiled once: (state, event) -> next state.
+TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
+    {(source, event): target for source, event, target in transitions()}
+)
+
+
 class Operation(enum.Enum):
-    """The public operations of a session, named as in the Python API."""
+    """What can happen to a session: the public operations, named as in the API.
+
+    ``SESSION_LOST`` is no call: it is the PBX ending the login (a
+    ``notloggedin`` answer, the feed's errno 2 or a refused feed handshake).
+    """
 
     SET_HOST = "set_host"
     SET_WS_HOST = "set_ws_host"
@@ -112,31 +138,39 @@ class Operation(enum.Enum):
     RTC_RESET = "rtc_reset"
     LOGOUT = "logout"
     EXIT = "exit"
+    SESSION_LOST = "session_lost"
 
 
 class Condition(enum.Enum):
-    """A fact, beyond the state, that some rules depend on."""
+    """A fact, beyond the state, that some rules depend on (computed from the login)."""
 
     SUB_ID_ACTIVE_AT_LOGIN = "a sub-ID was active at login"
+    COMPANY_OTHER_THAN_HOME = "the PBX shows a company other than home"
+
+
+_NO_CONDITIONS: Mapping[State, Condition] = MappingProxyType({})
+_NO_FOLLOW_UPS: Mapping[Condition, Event] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     """When an operation is allowed and which events its outcome sends.
 
-    ``then`` is the event that follows ``on_success`` once the operation's
-    work is done (exit: ``exit_started``, its steps, then ``exit_finished``).
-    ``on_success`` / ``on_failure`` are the events sent when the operation
-    succeeds or fails (``None``: the state stays). ``when`` lists states that
-    allow the operation only under a :class:`Condition`.
+    ``allowed_in`` lists the states that allow it; ``when`` the states that
+    allow it only under a :class:`Condition`. ``on_start`` is sent as it
+    begins, ``on_success`` when it succeeds, then each ``also_if`` event
+    whose condition holds; ``on_lost`` when the PBX answered that the login
+    is gone; ``on_end`` however it ended. ``None``: the state stays.
     """
 
     operation: Operation
     allowed_in: frozenset[State]
+    when: Mapping[State, Condition] = field(default_factory=lambda: _NO_CONDITIONS)
+    on_start: Event | None = None
     on_success: Event | None = None
-    on_failure: Event | None = None
-    then: Event | None = None
-    when: Mapping[State, Condition] = field(default_factory=dict)
+    also_if: Mapping[Condition, Event] = field(default_factory=lambda: _NO_FOLLOW_UPS)
+    on_lost: Event | None = None
+    on_end: Event | None = None
     note: str = ""
 
     def allows(self, state: State, facts: frozenset[Condition] = frozenset()) -> bool:
@@ -146,47 +180,76 @@ class Rule:
         condition = self.when.get(state)
         return condition is not None and condition in facts
 
+    def success_events(self, facts: frozenset[Condition] = frozenset()) -> tuple[Event, ...]:
+        """The events a success sends, in order, given the ``facts`` after it."""
+        events = [] if self.on_success is None else [self.on_success]
+        events += [event for condition, event in self.also_if.items() if condition in facts]
+        return tuple(events)
+
 
 _SETUP = frozenset({State.UNCONFIGURED, State.HOST_SET})
 _LOGGED_IN = frozenset({State.LOGGED_IN, State.COMPANY_SELECTED})
 _OPEN = _SETUP | _LOGGED_IN
+_IF_SUB_ID = MappingProxyType(
+    {
+        State.LOGGED_IN: Condition.SUB_ID_ACTIVE_AT_LOGIN,
+        State.COMPANY_SELECTED: Condition.SUB_ID_ACTIVE_AT_LOGIN,
+    }
+)
 
-#: The rules table: the one place that says which operation is allowed when.
+
+#: The rules table: the one place that says what is allowed when, and what follows.
 RULES: Mapping[Operation, Rule] = MappingProxyType(
     {
-        Operation.SET_HOST: Rule(Operation.SET_HOST, _SETUP, on_success=Event.HOST_CONFIGURED),
-        Operation.SET_WS_HOST: Rule(
-            Operation.SET_WS_HOST, _SETUP, note="keeps the state: a feed host alone is no host"
-        ),
-        Operation.GET_SUB_ID: Rule(
-            Operation.GET_SUB_ID,
-            _SETUP,
-            when=MappingProxyType(
-                {
-                    State.LOGGED_IN: Condition.SUB_ID_ACTIVE_AT_LOGIN,
-                    State.COMPANY_SELECTED: Condition.SUB_ID_ACTIVE_AT_LOGIN,
-                }
+        rule.operation: rule
+        for rule in (
+            Rule(Operation.SET_HOST, _SETUP, on_success=Event.HOST_CONFIGURED),
+            Rule(
+                Operation.SET_WS_HOST, _SETUP, note="keeps the state: a feed host alone is no host"
             ),
-            note="when logged in, returns the sub-ID the login used",
-        ),
-        Operation.LOGIN: Rule(
-            Operation.LOGIN,
-            frozenset({State.HOST_SET}),
-            on_success=Event.LOGIN_SUCCEEDED,
-            note="a refused login leaves host_set",
-        ),
-        Operation.SELECT_COMPANY: Rule(
-            Operation.SELECT_COMPANY, _LOGGED_IN, on_success=Event.COMPANY_CHOSEN
-        ),
-        Operation.RTC_RESET: Rule(Operation.RTC_RESET, _LOGGED_IN),
-        Operation.LOGOUT: Rule(Operation.LOGOUT, _LOGGED_IN, on_success=Event.LOGGED_OUT),
-        Operation.EXIT: Rule(
-            Operation.EXIT,
-            _OPEN | {State.EXITING, State.CLOSED},
-            on_success=Event.EXIT_STARTED,
-            then=Event.EXIT_FINISHED,
-            note="enters exiting, then closed; in closed it returns the earlier report",
-        ),
+            Rule(
+                Operation.GET_SUB_ID,
+                _SETUP,
+                when=_IF_SUB_ID,
+                note="when logged in, returns the sub-ID the login used",
+            ),
+            Rule(
+                Operation.LOGIN,
+                frozenset({State.HOST_SET}),
+                on_success=Event.LOGIN_SUCCEEDED,
+                also_if=MappingProxyType({Condition.COMPANY_OTHER_THAN_HOME: Event.COMPANY_CHOSEN}),
+                note="a refused login leaves host_set; an adopted login in another company "
+                "lands in company_selected",
+            ),
+            Rule(
+                Operation.SELECT_COMPANY,
+                _LOGGED_IN,
+                on_success=Event.COMPANY_CHOSEN,
+                on_lost=Event.SESSION_LOST,
+            ),
+            Rule(Operation.RTC_RESET, _LOGGED_IN, on_lost=Event.SESSION_LOST),
+            Rule(
+                Operation.LOGOUT,
+                _LOGGED_IN,
+                on_success=Event.LOGGED_OUT,
+                on_lost=Event.SESSION_LOST,
+                note="the feed stops first; notloggedin counts as done",
+            ),
+            Rule(
+                Operation.EXIT,
+                _OPEN | {State.EXITING, State.CLOSED},
+                on_start=Event.EXIT_STARTED,
+                on_end=Event.EXIT_FINISHED,
+                note="enters exiting, then closed; in closed it returns the earlier report",
+            ),
+            Rule(
+                Operation.SESSION_LOST,
+                _LOGGED_IN,
+                on_success=Event.SESSION_LOST,
+                note="not a call: the PBX answered notloggedin, or the feed's errno 2 / HTTP "
+                "403; ignored in other states",
+            ),
+        )
     }
 )
 
@@ -196,119 +259,156 @@ TransitionListener = Callable[[State, State, Event], None]
 
 
 class Lifecycle:
-    """The state of one session, guarded by :data:`RULES` and :class:`SessionMachine`.
+    """The state of one session, guarded by :data:`RULES`, moved by :data:`TRANSITIONS`.
 
-    Sans-IO: it never awaits and never touches the network. Listeners are
-    called synchronously after every transition; they must not raise and
-    must not send events themselves (queue work for trio code instead).
+    Sans-IO: it never awaits and never touches the network. It also knows
+    whether an asynchronous operation is in progress (:attr:`running`), so
+    that a synchronous one made meanwhile is refused with
+    :class:`~pbxsession.SessionBusyError`. Listeners are called after every
+    transition, once it is complete; one that raises is logged at ERROR and
+    changes nothing.
     """
 
+    __slots__ = ("_listeners", "_running", "_state")
+
     def __init__(self) -> None:
-        self._listeners: list[TransitionListener] = []
-        self._machine = SessionMachine(listeners=[_MachineObserver(self)])
+        self._state = State.UNCONFIGURED
+        self._running: Operation | None = None
+        self._listeners: tuple[TransitionListener, ...] = ()
 
     @property
     def state(self) -> State:
         """The current state."""
-        (value,) = self._machine.configuration_values
-        return State(value)
+        return self._state
+
+    @property
+    def running(self) -> Operation | None:
+        """The asynchronous operation in progress, if any."""
+        return self._running
 
     def check(self, operation: Operation, facts: frozenset[Condition] = frozenset()) -> Rule:
-        """Raise :class:`InvalidStateError` unless the current state allows ``operation``."""
+        """The rule for a synchronous ``operation`` allowed now; else raise.
+
+        Raises :class:`InvalidStateError` when the state does not allow it and
+        :class:`SessionBusyError` while another operation is in progress.
+        """
+        rule = self.allowed(operation, facts)
+        if self._running is not None:
+            raise SessionBusyError(operation.value)
+        return rule
+
+    def allowed(self, operation: Operation, facts: frozenset[Condition] = frozenset()) -> Rule:
+        """The rule for ``operation`` if the state allows it; else :class:`InvalidStateError`."""
         rule = RULES[operation]
-        state = self.state
-        if not rule.allows(state, facts):
+        if not rule.allows(self._state, facts):
             allowed = [s.value for s in State if s in rule.allowed_in]
             allowed += [f"{s.value} ({c.value})" for s, c in rule.when.items()]
-            raise InvalidStateError(operation.value, state.value, allowed, rule.note)
+            raise InvalidStateError(operation.value, self._state.value, allowed, rule.note)
         return rule
+
+    def begin(self, operation: Operation, facts: frozenset[Condition] = frozenset()) -> Rule:
+        """Start an asynchronous ``operation`` (the caller holds the session's lock).
+
+        Checks the rule, marks the operation as running and sends its
+        ``on_start`` event. Pair it with :meth:`end`.
+        """
+        rule = self.allowed(operation, facts)
+        self._running = operation
+        self._send(rule.on_start)
+        return rule
+
+    def succeeded(self, rule: Rule, facts: frozenset[Condition] = frozenset()) -> None:
+        """``rule``'s operation succeeded: send its success events."""
+        for event in rule.success_events(facts):
+            self._send(event)
+
+    def lost(self, rule: Rule) -> bool:
+        """The PBX says the login is gone: send ``rule.on_lost`` if it applies now.
+
+        Returns whether the state changed (``False`` when the rule has no
+        such event or the session no longer holds a login).
+        """
+        if rule.on_lost is None or not self._state.is_logged_in:
+            return False
+        self._send(rule.on_lost)
+        return True
+
+    def end(self, rule: Rule) -> None:
+        """``rule``'s operation is over, however it ended: send ``on_end``."""
+        self._running = None
+        self._send(rule.on_end)
 
     def can(self, event: Event) -> bool:
         """Whether ``event`` has a transition from the current state."""
-        return event.value in {e.id for e in self._machine.allowed_events}
-
-    def apply(self, event: Event) -> State:
-        """Send ``event`` to the machine and return the new state.
-
-        An event with no transition from the current state is a bug in the
-        caller, reported as :class:`InvalidStateError` with the state unchanged.
-        """
-        try:
-            self._machine.send(event.value)
-        except TransitionNotAllowed as exc:
-            raise InvalidStateError(event.value, self.state.value, _sources(event)) from exc
-        return self.state
+        return (self._state, event) in TRANSITIONS
 
     def add_listener(self, listener: TransitionListener) -> Callable[[], None]:
         """Call ``listener`` after every transition; returns a function that removes it."""
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
         def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
 
         return remove
 
-    def _notify(self, source: State, target: State, event: Event) -> None:
-        for listener in tuple(self._listeners):
-            listener(source, target, event)
+    def _send(self, event: Event | None) -> None:
+        if event is None:
+            return
+        source = self._state
+        target = TRANSITIONS.get((source, event))
+        if target is None:  # a bug in the caller: the rules never ask for it
+            raise InvalidStateError(event.value, source.value, _sources(event))
+        self._state = target
+        for listener in self._listeners:
+            try:
+                listener(source, target, event)
+            except Exception:  # a listener's bug must not undo a finished transition
+                log.exception("on_transition callback %r failed", listener)
 
     def __repr__(self) -> str:
-        return f"<Lifecycle state={self.state.value}>"
-
-
-class _MachineObserver:
-    """Relays python-statemachine's synchronous callbacks to the Lifecycle."""
-
-    def __init__(self, lifecycle: Lifecycle) -> None:
-        self._lifecycle = lifecycle
-
-    def after_transition(self, event: str, source: Any, target: Any) -> None:
-        self._lifecycle._notify(State(source.id), State(target.id), Event(event))
-
-
-def transitions() -> Iterator[tuple[State, Event, State]]:
-    """Every (source, event, target) transition of :class:`SessionMachine`."""
-    for machine_state in SessionMachine.states:
-        for transition in machine_state.transitions:
-            for event in transition.events:
-                yield State(transition.source.id), Event(str(event)), State(transition.target.id)
+        return f"<Lifecycle state={self._state.value}>"
 
 
 def _sources(event: Event) -> list[str]:
-    return sorted({src.value for src, ev, _ in transitions() if ev is event})
+    return sorted({source.value for (source, ev) in TRANSITIONS if ev is event})
 
 
 def target_of(state: State, event: Event) -> State | None:
     """The state ``event`` leads to from ``state``, or ``None`` if it has no transition."""
-    for source, ev, target in transitions():
-        if source is state and ev is event:
-            return target
-    return None
+    return TRANSITIONS.get((state, event))
+
+
+def _cell(rule: Rule, state: State) -> str:
+    """Where ``rule`` leads from ``state``: the states passed through, arrows between."""
+    path = [state]
+    events = [rule.on_start, rule.on_success, rule.on_end]
+    for event in events:
+        step = target_of(path[-1], event) if event is not None else None
+        if step is not None:
+            path.append(step)
+    cell = " → ".join(s.value for s in path[1:]) or state.value
+    for condition, event in rule.also_if.items():
+        extra = target_of(path[-1], event)
+        if extra is not None and extra is not path[-1]:
+            cell = f"{cell} ({extra.value} if {condition.value})"
+    if state in rule.when:
+        cell = f"{cell} (if {rule.when[state].value})"
+    return cell
 
 
 def rules_table() -> list[tuple[Operation, dict[State, str]]]:
-    """The state x operation table: the target state, or ``InvalidStateError``.
+    """The state x operation table: the state reached, or ``InvalidStateError``.
 
-    A conditional cell reads ``"logged_in (if a sub-ID was active at login)"``.
-    The row for the PBX answering ``notloggedin`` is given by :func:`transitions`
-    (event ``session_lost``).
+    A conditional cell reads ``"logged_in (if a sub-ID was active at login)"``;
+    the ``session_lost`` row, which is no call, reads ``ignored`` where it
+    does not apply.
     """
     table: list[tuple[Operation, dict[State, str]]] = []
     for operation, rule in RULES.items():
-        row: dict[State, str] = {}
-        for state in State:
-            if state in rule.allowed_in or state in rule.when:
-                path = [state]
-                for event in (rule.on_success, rule.then):
-                    step = target_of(path[-1], event) if event is not None else None
-                    if step is not None:
-                        path.append(step)
-                cell = " → ".join(s.value for s in path[1:]) or state.value
-                if state in rule.when:
-                    cell = f"{cell} (if {rule.when[state].value})"
-                row[state] = cell
-            else:
-                row[state] = "InvalidStateError"
+        refused = "ignored" if operation is Operation.SESSION_LOST else "InvalidStateError"
+        row = {
+            state: _cell(rule, state) if state in rule.allowed_in or state in rule.when else refused
+            for state in State
+        }
         table.append((operation, row))
     return table

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
@@ -37,14 +37,13 @@ from ._tls import speaks_tls, tls_failure
 __all__ = ["CommandTransport", "CookieSlotLike", "SanitisedCause", "new_http_client"]
 
 log = logging.getLogger("pbxsession")
-# The parsed reply. With the contract's ``Command[R]`` this becomes ``R``
-# (``send(..., command: Command[R], ...) -> R``); until the wire module has
-# it, the untyped ``Reply``.
-Parsed = wire.Reply
+R = TypeVar("R")
+
+_STORE_SECONDS = 5.0
+"""How long storing a new session cookie may take once the reply is in."""
 
 # gzip and deflate only: both are decoded here under the size cap.
 _ACCEPT_ENCODING = "gzip, deflate"
-_CODE_NOT_LOGGED_IN = "notloggedin"
 
 
 class CookieSlotLike(Protocol):
@@ -134,12 +133,12 @@ class CommandTransport:
     async def send(
         self,
         host: str,
-        command: wire.Command,
+        command: wire.Command[R],
         subid: str | None,
         cookies: CookieSlotLike,
         *,
         deadline: float | None = None,
-    ) -> Parsed:
+    ) -> R:
         """Send ``command`` to the PBX at ``host``; raise the documented error on failure."""
         started = trio.current_time()
         if deadline is None:
@@ -152,8 +151,7 @@ class CommandTransport:
             attempt_deadline = min(deadline, trio.current_time() + self._timeout.command)
             outcome = await self._attempt(host, command, subid, cookies, attempt_deadline)
             if not isinstance(outcome, PbxError | _RaceLost | _TimedOut):
-                parsed: Parsed = outcome
-                return parsed
+                return outcome
             if isinstance(outcome, _RaceLost) and not race_retried:
                 # Sent again, once, in the context everyone else uses.
                 race_retried, attempts = True, attempts - 1
@@ -169,7 +167,7 @@ class CommandTransport:
             await trio.sleep(delay)
 
     def _final(
-        self, command: wire.Command, outcome: _Failure, attempts: int, started: float
+        self, command: wire.Command[Any], outcome: _Failure, attempts: int, started: float
     ) -> PbxError:
         if isinstance(outcome, PbxError):
             return outcome
@@ -188,11 +186,11 @@ class CommandTransport:
     async def _attempt(
         self,
         host: str,
-        command: wire.Command,
+        command: wire.Command[R],
         subid: str | None,
         cookies: CookieSlotLike,
         attempt_deadline: float,
-    ) -> Any:
+    ) -> R | PbxError | _RaceLost | _TimedOut:
         cookie = await cookies.get()
         if log.isEnabledFor(logging.DEBUG):
             # A string, not the command: a record's args must not carry a password.
@@ -205,7 +203,9 @@ class CommandTransport:
             exchanged = await self._exchange(request, command.cmd, host)
             if isinstance(exchanged, PbxError):
                 return exchanged
-            race_lost = await _settle_cookie(exchanged.headers, host, cookie, cookies)
+            # Shielded: a login the PBX made must not lose its cookie to the deadline.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _STORE_SECONDS):
+                race_lost = await _store_cookie(exchanged.headers, host, cookie, cookies)
             return _parse(command, exchanged, race_lost)
         return _TimedOut(progress.connected)
 
@@ -347,57 +347,32 @@ def _reason(exc: BaseException) -> str:
     return f"the connection broke with no reason given ({type(exc).__name__})"
 
 
-async def _settle_cookie(
+async def _store_cookie(
     headers: httpx.Headers, host: str, sent: str | None, cookies: CookieSlotLike
 ) -> bool:
     """Store a new session cookie (compare-and-set); True if another's cookie won."""
-    update = _session_cookie(headers.get_list("set-cookie"), host)
-    if update is None:
+    update = wire.session_cookie(headers.get_list("set-cookie"), host)
+    if update is None or update.value == sent:
         return False
-    new = update
-    if new == sent or (new is _DELETED and sent is None):
-        return False
-    if new is _DELETED:
+    if update.value is None:  # the PBX deleted it: forget ours
         await cookies.put(None, replacing=sent)
         return False
     # If another program stored a fresh cookie first, its cookie stays and
     # this request ran in an empty context nobody will use again.
-    kept = await cookies.put(new, replacing=sent)
-    return kept != new
+    kept = await cookies.put(update.value, replacing=sent)
+    return kept != update.value
 
 
-_DELETED = "\x00deleted"
-
-
-def _session_cookie(headers: list[str], host: str) -> str | None:
-    """Shim over ``wire.session_cookie``: the new cookie, ``_DELETED``, or None (no change).
-
-    Codes to the contract's ``session_cookie(headers, request_host) ->
-    CookieUpdate | None``, and to the older ``session_cookie(headers) -> str | None``
-    until the wire module changes (the lead drops the old branch).
-    """
-    parse: Callable[..., Any] = wire.session_cookie
-    if _NEW_COOKIE_API:
-        update = parse(headers, host)
-        if update is None:
-            return None
-        value: str | None = update.value
-        return _DELETED if value is None else value
-    old: str | None = parse(headers)
-    return old
-
-
-_NEW_COOKIE_API = hasattr(wire, "CookieUpdate")
-
-
-def _parse(command: wire.Command, reply: _Reply, race_lost: bool) -> Any:
+def _parse(command: wire.Command[R], reply: _Reply, race_lost: bool) -> R | _RaceLost | PbxError:
     """The parsed reply; a lost cookie race is returned as ``_RaceLost``."""
     try:
-        parsed = _parse_reply(command, reply)
+        parsed = wire.parse_reply(
+            command, reply.status, reply.headers.get("content-type"), reply.body
+        )
     except CommandError as exc:
         # In an empty context only "not logged in" depends on the context; a
         # refused password (badauth, locked) stands wherever it was sent.
-        if race_lost and exc.code == _CODE_NOT_LOGGED_IN:
+        if race_lost and wire.is_not_logged_in(exc):
             return _RaceLost()
         raise
     except PbxUnavailableError as exc:  # HTTP 5xx: retried by the caller if safe
@@ -408,13 +383,6 @@ def _parse(command: wire.Command, reply: _Reply, race_lost: bool) -> Any:
         return _RaceLost()
     log.debug("<- %s ok", command.cmd)
     return parsed
-
-
-def _parse_reply(command: wire.Command, reply: _Reply) -> Any:
-    # Shim: the contract's parse_reply takes the typed command, the older one its name.
-    parse: Callable[..., Any] = wire.parse_reply
-    key: object = command if hasattr(command, "parse") else command.cmd
-    return parse(key, reply.status, reply.headers.get("content-type"), reply.body)
 
 
 async def _read_capped(response: httpx.Response, cmd: str) -> bytes:

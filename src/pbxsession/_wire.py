@@ -1,26 +1,31 @@
 """The PBX wire protocol (PROTOCOL.md v1): the only module that knows it.
 
-Pure functions, no I/O: host rules, command forms, reply parsing, the session
-cookie, and the live feed's URL and frames. Adapting pbxsession to another
-PBX dialect is a change to this file alone.
+Pure functions, no I/O: host rules, command forms and their typed replies,
+failure codes, the session cookie, and the live feed's URL, frames, error
+numbers and handshake statuses. Adapting pbxsession to another PBX dialect
+is a change to this file alone.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email.message
 import enum
 import ipaddress
 import json
 import re
 import secrets
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from typing import Any, Generic, Literal, TypeVar, overload
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeXML
+import httpx
 from defusedxml import DefusedXmlException
 
 from ._errors import (
@@ -38,22 +43,39 @@ from ._errors import (
 from ._models import Company, FeedEvent, Permission, User
 
 __all__ = [
+    "CHAT_PERMISSION",
+    "CODE_BAD_AUTH",
+    "CODE_BAD_COMPANY",
+    "CODE_LOCKED",
+    "CODE_NOT_LOGGED_IN",
+    "CODE_NO_ROLE",
+    "CODE_STALE",
     "COMMAND_PATH",
     "FEED_PATH",
     "FORM_CONTENT_TYPE",
+    "MAX_COOKIE_BYTES",
     "MAX_HISTORY",
+    "MAX_MESSAGE_CHARS",
     "MAX_REPLY_BYTES",
     "SESSION_COOKIE",
+    "Ack",
     "Command",
+    "CookieUpdate",
     "ErrorFrame",
     "FeedReaction",
+    "HistoryReply",
     "ReadyFrame",
-    "Reply",
+    "RtcPassword",
+    "UserReply",
     "call_record",
+    "check_company",
+    "clip",
+    "command_error",
     "cookie_header",
     "feed_reaction",
     "feed_url",
     "is_loopback",
+    "is_not_logged_in",
     "load_history_command",
     "login_command",
     "logout_command",
@@ -77,20 +99,47 @@ SESSION_COOKIE = "Red60urne"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_REPLY_BYTES = 1 << 20
 MAX_HISTORY = 50
+#: RFC 6265 section 6.1: the least a client must keep; a larger cookie is ignored.
+MAX_COOKIE_BYTES = 4096
+#: A failure reply's human text is cut here (it ends up in messages and logs).
+MAX_MESSAGE_CHARS = 1024
+
+CODE_BAD_AUTH = "badauth"
+CODE_LOCKED = "locked"
+CODE_NOT_LOGGED_IN = "notloggedin"
+CODE_NO_ROLE = "norole"
+CODE_BAD_COMPANY = "badcompany"
+CODE_STALE = "stale"
+#: The permission (``action``) that lets a user set chat presence.
+CHAT_PERMISSION = "chat"
 
 _SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SHOWS = frozenset({"online", "away", "xa", "dnd", "offline"})
 #: RFC 6265 cookie-octets: what a cookie value may hold and be presented back.
 _COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_MAX_URI_CHARS = 2048
+_MAX_HOSTNAME_CHARS = 253
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 # --------------------------------------------------------------------- hosts
 
 
 def is_loopback(hostname: str) -> bool:
-    """Whether ``hostname`` names this machine (localhost, 127.0.0.0/8, ::1)."""
-    name = hostname.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    """Whether ``hostname`` names this machine: ``localhost``, 127.0.0.0/8 or ``::1``.
+
+    ``*.localhost`` names are not counted: nothing guarantees a resolver
+    keeps them on this machine.
+    """
+    name = hostname.strip("[]").lower().rstrip(".")
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -101,23 +150,48 @@ def is_loopback(hostname: str) -> bool:
 def validate_host(uri: str, *, websocket: bool = False, allow_insecure: bool = False) -> str:
     """Check ``uri`` against PROTOCOL.md's host rules; return it as ``scheme://host[:port]``.
 
+    The URI is normalised with ``httpx.URL`` first (scheme and host in lower
+    case, the scheme's default port and a trailing ``/`` dropped, an
+    internationalised name in its IDNA form), so that one PBX is one key.
     Plain ``http``/``ws`` is accepted for loopback hosts, and for others only
     with ``allow_insecure``. Raises :class:`InvalidHostError`.
     """
+    _check_as_written(uri, websocket)
+    url = _url(uri)
+    hostname = url.raw_host.decode("ascii").lower()
+    _check_hostname(hostname)
+    port = url.port
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidHostError("host port must be 1 to 65535")
+    scheme = url.scheme
+    secure = "wss" if websocket else "https"
+    if scheme != secure and not allow_insecure and not is_loopback(hostname):
+        raise InvalidHostError(
+            f"{scheme}:// is only allowed for loopback hosts; pass allow_insecure=True"
+        )
+    netloc = f"[{hostname}]" if ":" in hostname else hostname
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}"
+
+
+def _check_as_written(uri: object, websocket: bool) -> None:
+    """The checks that need the text as written (before normalising)."""
     if not isinstance(uri, str):
         raise InvalidHostError("host must be a string")
     if not uri:
         raise InvalidHostError("host is empty")
-    if any(c in uri for c in "\r\n\t ") or any(ord(c) < 32 or ord(c) == 127 for c in uri):
+    if len(uri) > _MAX_URI_CHARS:
+        raise InvalidHostError(f"host is longer than {_MAX_URI_CHARS} characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in uri):
         raise InvalidHostError("host contains whitespace or control characters")
     secure, plain = ("wss", "ws") if websocket else ("https", "http")
     try:
         parts = urllib.parse.urlsplit(uri)
-        port = parts.port
+        parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
         raise InvalidHostError(f"host is not a valid URI: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in (secure, plain):
+    if parts.scheme.lower() not in (secure, plain):
         raise InvalidHostError(f"host must start with {secure}:// or {plain}://")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise InvalidHostError("host must not carry user information")
@@ -125,17 +199,34 @@ def validate_host(uri: str, *, websocket: bool = False, allow_insecure: bool = F
         raise InvalidHostError("host must not carry a query or fragment")
     if parts.path not in ("", "/"):
         raise InvalidHostError("host must not carry a path")
-    hostname = parts.hostname
-    if not hostname or not re.fullmatch(r"[A-Za-z0-9._:\-\[\]]+", parts.netloc):
+    if not parts.hostname:
         raise InvalidHostError("host has no valid hostname")
-    if scheme == plain and not allow_insecure and not is_loopback(hostname):
+
+
+def _url(uri: str) -> httpx.URL:
+    try:
+        url = httpx.URL(uri)
+        url.raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        raise InvalidHostError(f"host is not a valid host name: {clip(str(exc), 200)}") from None
+    return url
+
+
+def _check_hostname(hostname: str) -> None:
+    """A DNS name of 1-63 character labels, at most 253 in all, or an IP literal."""
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        pass
+    else:
+        return
+    if len(hostname) > _MAX_HOSTNAME_CHARS:
+        raise InvalidHostError(f"host name is longer than {_MAX_HOSTNAME_CHARS} characters")
+    labels = hostname.removesuffix(".").split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidHostError(
-            f"{plain}:// is only allowed for loopback hosts; pass allow_insecure=True"
+            "host name labels must be 1 to 63 letters, digits or hyphens, not empty"
         )
-    netloc = f"[{hostname}]" if ":" in hostname else hostname
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}"
 
 
 def ws_host_for(host: str) -> str:
@@ -156,19 +247,55 @@ def new_sub_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+# ------------------------------------------------------------------- replies
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class UserReply:
+    """A reply that describes the user: ``login`` and ``selcompany``."""
+
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class RtcPassword:
+    """The reply to ``rtcreset getnew=1``: the new WebRTC password."""
+
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReply:
+    """The reply to ``load type=history``: the saved call records, oldest first."""
+
+    records: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A success that carries nothing: ``logout``, ``status``, ``save``, ``rtcreset``."""
+
+    cmd: str
+
+
 # ------------------------------------------------------------------ commands
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
-    """One command, ready to encode; its ``repr`` hides secret fields.
+class Command(Generic[R]):
+    """One command, ready to encode, and how to read its success reply.
 
-    ``retry_safe`` says whether repeating it after an HTTP 5xx is harmless
-    (PROTOCOL.md: never ``rtcreset`` nor a password login).
+    ``parse`` turns the ``<response result="success">`` root into the typed
+    reply. ``retry_safe`` says whether repeating it after an HTTP 5xx is
+    harmless (PROTOCOL.md: never ``rtcreset`` nor a password login). Its
+    ``repr`` hides the secret fields.
     """
 
     cmd: str
-    fields: tuple[tuple[str, str], ...] = ()
+    fields: tuple[tuple[str, str], ...]
+    parse: Callable[[Element], R] = field(repr=False)
     retry_safe: bool = False
     secret_fields: frozenset[str] = field(default_factory=frozenset)
 
@@ -186,110 +313,195 @@ class Command:
         return f"Command({self.cmd}{': ' if shown else ''}{shown})"
 
 
-def login_command(username: str, password: str | None, *, checkonly: bool = False) -> Command:
-    """``login``: with a password, or ``checkonly`` (adopt an existing login, no password)."""
-    if not isinstance(username, str) or any(ord(c) < 32 for c in username):
-        raise InvalidArgumentError("username must be a string without control characters")
+def _text_argument(name: str, value: object, *, empty_ok: bool = False) -> str:
+    """A form value: a string of encodable text without control characters."""
+    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidArgumentError(f"{name} must be a string without control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{name} is not valid text (a lone surrogate?)") from None
+    if not value and not empty_ok:
+        raise InvalidArgumentError(f"{name} is empty")
+    return value
+
+
+def _ack(cmd: str) -> Callable[[Element], Ack]:
+    return lambda _root: Ack(cmd)
+
+
+def login_command(
+    username: str, password: str | None, *, checkonly: bool = False
+) -> Command[UserReply]:
+    """``login``: with a password, or ``checkonly`` (adopt an existing login, no password).
+
+    The reply must describe the user asked for (when a name was given).
+    """
+    username = _text_argument("username", username, empty_ok=checkonly is True)
+    if not isinstance(checkonly, bool):
+        raise InvalidArgumentError("checkonly must be True or False")
+    parse = _login_parser(username)
     if checkonly:
         if password is not None:
             raise InvalidArgumentError("a checkonly login takes no password")
-        return Command("login", (("sessionUser", username), ("checkonly", "1")), retry_safe=True)
-    if not username:
-        raise InvalidArgumentError("username is empty")
-    if not isinstance(password, str) or not password:
+        fields = (("sessionUser", username), ("checkonly", "1"))
+        return Command("login", fields, parse, retry_safe=True)
+    if password is None or password == "":
         raise InvalidArgumentError("a password is required unless checkonly=True")
-    return Command(
-        "login",
-        (("sessionUser", username), ("sessionPass", password)),
-        secret_fields=frozenset({"sessionPass"}),
-    )
+    password = _text_argument("password", password)
+    fields = (("sessionUser", username), ("sessionPass", password))
+    return Command("login", fields, parse, secret_fields=frozenset({"sessionPass"}))
 
 
-def logout_command() -> Command:
+def _login_parser(username: str) -> Callable[[Element], UserReply]:
+    def parse(root: Element) -> UserReply:
+        user = _user("login", root)
+        if username and user.login != username:
+            raise ProtocolError(f"the login reply is for another user than {username!r}")
+        return UserReply(user)
+
+    return parse
+
+
+def logout_command() -> Command[Ack]:
     """``logout``."""
-    return Command("logout", retry_safe=True)
+    return Command("logout", (), _ack("logout"), retry_safe=True)
 
 
-def select_company_command(company_id: str) -> Command:
+def check_company(user: User, company_id: str) -> None:
+    """Refuse, before any I/O, what the PBX would refuse of ``selcompany``.
+
+    ``norole`` for a user with fewer than two companies, ``badcompany`` for
+    an id not among them (PROTOCOL.md).
+    """
+    _text_argument("company_id", company_id)
+    if not user.is_multi_company:
+        raise command_error(
+            "selcompany", CODE_NO_ROLE, f"{user.login} does not administer several companies"
+        )
+    if company_id not in {c.id for c in user.companies}:
+        raise command_error(
+            "selcompany", CODE_BAD_COMPANY, f"{company_id!r} is not one of the login's companies"
+        )
+
+
+def select_company_command(company_id: str) -> Command[UserReply]:
     """``selcompany``."""
-    return Command("selcompany", (("company", company_id),), retry_safe=True)
+    company_id = _text_argument("company_id", company_id)
+    parse: Callable[[Element], UserReply] = lambda root: UserReply(_user("selcompany", root))
+    return Command("selcompany", (("company", company_id),), parse, retry_safe=True)
 
 
-def rtc_reset_command(*, release: str | None = None, getnew: bool = False) -> Command:
-    """``rtcreset``: ``release`` is the password being given up (stale-checked)."""
+@overload
+def rtc_reset_command(
+    *, release: str | None = None, getnew: Literal[False] = False
+) -> Command[Ack]: ...
+@overload
+def rtc_reset_command(
+    *, release: str | None = None, getnew: Literal[True]
+) -> Command[RtcPassword]: ...
+def rtc_reset_command(
+    *, release: str | None = None, getnew: bool = False
+) -> Command[Ack] | Command[RtcPassword]:
+    """``rtcreset``: ``release`` is the password being given up (stale-checked).
+
+    With ``getnew`` the reply carries the new password (:class:`RtcPassword`).
+    """
     fields: list[tuple[str, str]] = []
     if release is not None:
-        fields.append(("pass", release))
+        fields.append(("pass", _text_argument("release", release)))
+    secret = frozenset({"pass"})
     if getnew:
         fields.append(("getnew", "1"))
-    return Command("rtcreset", tuple(fields), secret_fields=frozenset({"pass"}))
+        return Command("rtcreset", tuple(fields), _rtc_password, secret_fields=secret)
+    return Command("rtcreset", tuple(fields), _ack("rtcreset"), secret_fields=secret)
 
 
-def status_command(show: str, text: str | None = None) -> Command:
+def _rtc_password(root: Element) -> RtcPassword:
+    rtc = root.find("rtc")
+    password = None if rtc is None else rtc.get("pass")
+    if not password:
+        raise ProtocolError("rtcreset getnew=1 reply carries no password")
+    return RtcPassword(password)
+
+
+def status_command(show: str, text: str | None = None) -> Command[Ack]:
     """``status``: chat presence ``show`` with an optional status text."""
     if show not in _SHOWS:
         raise InvalidArgumentError(f"show must be one of {sorted(_SHOWS)}")
     fields = [("show", show)]
     if text is not None:
-        fields.append(("status", text))
-    return Command("status", tuple(fields), retry_safe=True)
+        fields.append(("status", _text_argument("text", text, empty_ok=True)))
+    return Command("status", tuple(fields), _ack("status"), retry_safe=True)
 
 
-def save_history_command(records: Sequence[Mapping[str, Any]]) -> Command:
+def save_history_command(records: Sequence[Mapping[str, Any]]) -> Command[Ack]:
     """``save type=history``: the newest :data:`MAX_HISTORY` records, oldest first."""
     kept = list(records)[-MAX_HISTORY:]
     data = base64.b64encode(json.dumps(kept, separators=(",", ":")).encode()).decode("ascii")
-    return Command("save", (("type", "history"), ("data", data)), retry_safe=True)
+    fields = (("type", "history"), ("data", data))
+    return Command("save", fields, _ack("save"), retry_safe=True)
 
 
-def load_history_command() -> Command:
+def load_history_command() -> Command[HistoryReply]:
     """``load type=history``."""
-    return Command("load", (("type", "history"),), retry_safe=True)
+    return Command("load", (("type", "history"),), _history, retry_safe=True)
 
 
-# ------------------------------------------------------------------- replies
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A successful reply; only the parts its command carries are set."""
-
-    cmd: str
-    user: User | None = None
-    rtc_password: str | None = field(default=None, repr=False)
-    history: tuple[Mapping[str, Any], ...] | None = None
+# ------------------------------------------------------------------ parsing
 
 
 _FAILURES: Mapping[str, type[CommandError]] = {
-    "norole": PermissionDeniedError,
-    "badcompany": UnknownCompanyError,
-    "stale": StaleCredentialError,
-    "notloggedin": SessionLostError,
+    CODE_NO_ROLE: PermissionDeniedError,
+    CODE_BAD_COMPANY: UnknownCompanyError,
+    CODE_STALE: StaleCredentialError,
+    CODE_NOT_LOGGED_IN: SessionLostError,
 }
+_LOGIN_FAILURES = frozenset({CODE_BAD_AUTH, CODE_LOCKED, CODE_NOT_LOGGED_IN})
 
 
 def command_error(cmd: str, code: str, message: str = "") -> CommandError:
     """The exception for a ``result="fail"`` reply to ``cmd`` with ``code``."""
-    if cmd == "login" and code in ("badauth", "locked", "notloggedin"):
+    message = clip(message)
+    if cmd == "login" and code in _LOGIN_FAILURES:
         return LoginError(cmd, code, message)
     return _FAILURES.get(code, CommandError)(cmd, code, message)
 
 
-def parse_reply(cmd: str, status: int, content_type: str | None, body: bytes) -> Reply:
-    """Parse the HTTP reply to ``cmd``; raise the documented error for a failure.
+def is_not_logged_in(error: CommandError) -> bool:
+    """Whether ``error`` is the PBX saying the context is not logged in."""
+    return error.code == CODE_NOT_LOGGED_IN
+
+
+def parse_reply(command: Command[R], status: int, content_type: str | None, body: bytes) -> R:
+    """Parse the HTTP reply to ``command``; raise the documented error for a failure.
 
     HTTP 5xx is :class:`PbxUnavailableError`; any other non-200, a wrong
     content type, more than :data:`MAX_REPLY_BYTES`, XML that is malformed or
-    declares entities, or a reply missing what ``cmd`` must carry is
+    declares entities, or a reply missing what the command must carry is
     :class:`ProtocolError`; ``result="fail"`` is a :class:`CommandError`.
     """
+    cmd = command.cmd
+    root = _response_root(cmd, status, content_type, body)
+    result = root.get("result")
+    if result == "fail":
+        code = root.get("code")
+        if not code:
+            raise ProtocolError(f"failure reply to {cmd} carries no code")
+        raise command_error(cmd, code, (root.text or "").strip())
+    if result != "success":
+        raise ProtocolError(f"reply to {cmd} has result {clip(repr(result), 80)}")
+    return command.parse(root)
+
+
+def _response_root(cmd: str, status: int, content_type: str | None, body: bytes) -> Element:
     if status >= 500:
         raise PbxUnavailableError(f"the PBX failed: HTTP {status}")
     if status != 200:
         raise ProtocolError(f"unexpected HTTP {status} to {cmd}")
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media not in ("text/xml", "application/xml"):
-        raise ProtocolError(f"reply to {cmd} is {media or 'untyped'}, not XML")
+        raise ProtocolError(f"reply to {cmd} is {clip(media, 80) or 'untyped'}, not XML")
     if len(body) > MAX_REPLY_BYTES:
         raise ProtocolError(f"reply to {cmd} is over {MAX_REPLY_BYTES} bytes")
     try:
@@ -297,30 +509,10 @@ def parse_reply(cmd: str, status: int, content_type: str | None, body: bytes) ->
     except (DefusedXmlException, SafeXML.ParseError, ValueError) as exc:
         raise ProtocolError(f"reply to {cmd} is not well-formed, safe XML: {exc}") from exc
     if root.tag != "response":
-        raise ProtocolError(f"reply to {cmd} has root <{root.tag}>, not <response>")
-    result = root.get("result")
+        raise ProtocolError(f"reply to {cmd} has root <{clip(root.tag, 80)}>, not <response>")
     if root.get("cmd") not in (None, cmd):
-        raise ProtocolError(f"reply is for {root.get('cmd')!r}, not {cmd!r}")
-    if result == "fail":
-        code = root.get("code")
-        if not code:
-            raise ProtocolError(f"failure reply to {cmd} carries no code")
-        raise command_error(cmd, code, (root.text or "").strip())
-    if result != "success":
-        raise ProtocolError(f"reply to {cmd} has result {result!r}")
-    return _success(cmd, root)
-
-
-def _success(cmd: str, root: Element) -> Reply:
-    if cmd in ("login", "selcompany"):
-        return Reply(cmd, user=_user(cmd, root))
-    if cmd == "rtcreset":
-        rtc = root.find("rtc")
-        password = None if rtc is None else rtc.get("pass")
-        return Reply(cmd, rtc_password=password)
-    if cmd == "load":
-        return Reply(cmd, history=_history(root))
-    return Reply(cmd)
+        raise ProtocolError(f"reply is for {clip(repr(root.get('cmd')), 80)}, not {cmd!r}")
+    return root
 
 
 def _user(cmd: str, root: Element) -> User:
@@ -333,30 +525,41 @@ def _user(cmd: str, root: Element) -> User:
         if value is None:
             raise ProtocolError(f"<user> in the reply to {cmd} has no {name!r}")
         values[name] = value
+    login = values["login"]
+    if not login or any(ord(c) < 32 or ord(c) == 127 for c in login):
+        raise ProtocolError(f"<user> in the reply to {cmd} has an empty or broken login")
+    return User(
+        id=values["id"],
+        login=login,
+        name=values["name"],
+        company=values["company"],
+        home=values["home"],
+        permissions=_permissions(cmd, root),
+        companies=_companies(cmd, root),
+    )
+
+
+def _permissions(cmd: str, root: Element) -> tuple[Permission, ...]:
     permissions = []
     for action in root.iter("action"):
         action_name = action.get("name")
         if not action_name:
             raise ProtocolError(f"<action> in the reply to {cmd} has no name")
         permissions.append(Permission(action_name, action.get("company") == "true"))
+    return tuple(permissions)
+
+
+def _companies(cmd: str, root: Element) -> tuple[Company, ...]:
     companies = []
     for company in root.iter("company"):
         company_id = company.get("id")
         if not company_id:
             raise ProtocolError(f"<company> in the reply to {cmd} has no id")
         companies.append(Company(company_id, company.get("name") or company_id))
-    return User(
-        id=values["id"],
-        login=values["login"],
-        name=values["name"],
-        company=values["company"],
-        home=values["home"],
-        permissions=tuple(permissions),
-        companies=tuple(companies),
-    )
+    return tuple(companies)
 
 
-def _history(root: Element) -> tuple[Mapping[str, Any], ...]:
+def _history(root: Element) -> HistoryReply:
     data = root.find("data")
     if data is None:
         raise ProtocolError("reply to load has no <data> element")
@@ -366,28 +569,78 @@ def _history(root: Element) -> tuple[Mapping[str, Any], ...]:
         raise ProtocolError("saved history is not base64 JSON") from exc
     if not isinstance(decoded, list) or not all(isinstance(r, dict) for r in decoded):
         raise ProtocolError("saved history is not a list of records")
-    return tuple(decoded[-MAX_HISTORY:])
+    return HistoryReply(tuple(decoded[-MAX_HISTORY:]))
 
 
 # -------------------------------------------------------------------- cookie
 
 
-def session_cookie(set_cookie_headers: Iterable[str]) -> str | None:
-    """The session cookie's value from a reply's ``Set-Cookie`` headers, if set."""
-    # RFC 6265 section 5.2: the first ``name=value`` pair is the cookie and
-    # everything after the first ``;`` is attributes, unknown ones ignored.
-    # (``SimpleCookie`` drops the whole cookie on an attribute it does not
-    # know, such as ``Partitioned``, and reads attributes as more cookies.)
-    for header in set_cookie_headers:
-        name, sep, value = header.split(";", 1)[0].partition("=")
-        if not sep or name.strip() != SESSION_COOKIE:
+@dataclass(frozen=True, slots=True)
+class CookieUpdate:
+    """What a reply's ``Set-Cookie`` did to the session cookie.
+
+    ``value`` is the new cookie, or ``None`` when the PBX deleted it
+    (expired, ``Max-Age=0``): the stored one is to be cleared.
+    """
+
+    value: str | None = field(repr=False)
+
+
+_EXPIRY = re.compile(r";\s*(expires|max-age)\s*=[^;]*", re.IGNORECASE)
+
+
+def session_cookie(set_cookie_headers: Iterable[str], request_host: str) -> CookieUpdate | None:
+    """The change a reply to ``request_host`` makes to the session cookie, if any.
+
+    Parsed by the standard library's ``http.cookiejar`` (RFC 6265 rules:
+    expiry, ``Domain`` matching); only the value is kept. ``None``: no
+    change (no session cookie, one for another domain, or one over
+    :data:`MAX_COOKIE_BYTES` or with a value that cannot be sent back).
+    """
+    headers = [h for h in set_cookie_headers if _cookie_name(h) == SESSION_COOKIE]
+    if not headers:
+        return None
+    request = urllib.request.Request(request_host.rstrip("/") + COMMAND_PATH)
+    kept = _session_cookie_of(headers, request)
+    if kept is not None:
+        return _value_update(kept.value or "")
+    # The stdlib drops an expired cookie: it was a deletion if, expiry aside,
+    # the cookie would have been accepted for this host.
+    unexpired = [_EXPIRY.sub("", h) for h in headers]
+    return CookieUpdate(None) if _session_cookie_of(unexpired, request) is not None else None
+
+
+def _cookie_name(header: str) -> str:
+    return header.split(";", 1)[0].partition("=")[0].strip()
+
+
+def _session_cookie_of(headers: list[str], request: urllib.request.Request) -> Cookie | None:
+    jar = CookieJar(DefaultCookiePolicy())
+    message = email.message.Message()
+    for header in headers:
+        if len(header) > 2 * MAX_COOKIE_BYTES:
             continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        if _COOKIE_VALUE.fullmatch(value):
-            return value
-    return None
+        message["Set-Cookie"] = header
+    jar.extract_cookies(_Response(message), request)  # type: ignore[arg-type]
+    return next((c for c in jar if c.name == SESSION_COOKIE), None)
+
+
+def _value_update(value: str) -> CookieUpdate | None:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if len(value) > MAX_COOKIE_BYTES or not _COOKIE_VALUE.fullmatch(value):
+        return None
+    return CookieUpdate(value)
+
+
+class _Response:
+    """The one method ``CookieJar.extract_cookies`` asks of a response."""
+
+    def __init__(self, message: email.message.Message) -> None:
+        self._message = message
+
+    def info(self) -> email.message.Message:
+        return self._message
 
 
 def cookie_header(cookie: str) -> str:

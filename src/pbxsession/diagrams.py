@@ -26,8 +26,6 @@ from . import RULES, Event, State, rules_table, transitions
 
 __all__ = ["dot", "embed", "generate", "main", "mermaid", "rules_markdown", "svg"]
 
-_LOST_NOTE = "the PBX answers notloggedin (or the feed's errno 2)"
-
 
 def mermaid() -> str:
     """The lifecycle as a Mermaid state diagram."""
@@ -80,13 +78,6 @@ def rules_markdown() -> str:
     for operation, row in rules_table():
         cells = [_cell(row[s]) for s in states] + [RULES[operation].note]
         rows.append(f"| `{operation.value}` | " + " | ".join(cells) + " |")
-    lost = [
-        f"`{src.value}` → `{dst.value}`"
-        for src, event, dst in transitions()
-        if event is Event.SESSION_LOST
-    ]
-    rows.append("")
-    rows.append(f"When {_LOST_NOTE}: " + ", ".join(lost) + " (session lost).")
     return "\n".join(rows) + "\n"
 
 

@@ -85,15 +85,17 @@ def save_profile(options: Options, profile: Profile) -> None:
 def session_arguments(options: Options) -> dict[str, Any]:
     """The ``open_session`` keywords every command passes.
 
-    ``--timeout`` is enforced by :func:`bounded` over all attempts; each
-    request gets a little more. Once ``open_session`` takes ``timeout=`` (the
-    whole operation's bound) it goes there instead.
+    ``--timeout`` bounds each operation (its attempts included, at most
+    5 s each); :func:`bounded` is the backstop over the whole command.
     """
+    from pbxsession import Timeout
     from pbxsession.stores import SqliteStore
 
     return {
         "store": SqliteStore(options.store_path),
-        "request_timeout": options.timeout + _GRACE,
+        "timeout": Timeout(
+            command=min(_ATTEMPT_SECONDS, options.timeout), operation=options.timeout
+        ),
         "keep_session": True,
         "exit_on_close": False,
     }
