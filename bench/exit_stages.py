@@ -44,7 +44,7 @@ CEILING = 120.0
 async def set_up(session: pbxsession.Session, url: str, store: pbxsession.MemoryStore) -> None:
     """Log in, go online and hold a WebRTC password, so every exit step has work."""
     await session.login("alice", "alice-pass")
-    cookie = await store.get_cookie(url, "")
+    cookie = await store.get_cookie(url, "alice")
     assert cookie is not None
     async with httpx.AsyncClient(trust_env=False) as client:
         await client.post(

@@ -86,7 +86,7 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
     cpu: dict[str, float] = dict.fromkeys(times, 0.0)
     async with pbxsession.open_session(sim.url, store=store, feed=None) as session:
         await session.login("alice", "alice-pass")
-        cookie = await store.get_cookie(sim.url, "")
+        cookie = await store.get_cookie(sim.url, "alice")
         assert cookie is not None
         command = wire.rtc_reset_command(getnew=False)
         body = command.encode(None)

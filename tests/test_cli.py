@@ -497,9 +497,6 @@ async def test_session_lost_is_said_once(sim: Simulator, tmp_path: Path) -> None
     assert seen.lower().count("session lost") == 1, seen
 
 
-@pytest.mark.xfail(
-    strict=True, reason="sim/_cli.py names its prog 'python -m pbxsession.sim' (sim helper fixes)"
-)
 async def test_sim_help_names_pbxsession_sim(tmp_path: Path) -> None:
     result = await run_cli("sim", "--help", env=env_for(tmp_path))
     assert result.returncode == 0
@@ -593,11 +590,6 @@ def test_the_documented_kinds_are_the_ones_used() -> None:
             assert f"| {status} | `{kind}`" in page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle rule (lead, issue 14): an adopted login whose PBX reply shows a "
-    "selected company other than home lands in company_selected",
-)
 async def test_whoami_after_select_company_shows_company_selected(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -34,7 +34,7 @@ def test_readme_embeds_the_generated_diagram_and_table() -> None:
 
 def test_the_table_says_what_the_machine_does() -> None:
     table = diagrams.rules_markdown()
-    assert "| `login` | ✗ `InvalidStateError` | logged_in |" in table
+    assert "| `login` | ✗ `InvalidStateError` | logged_in (company_selected if" in table
     assert (
         "| `session_lost` | ignored | ignored | host_set | host_set | ignored | ignored |" in table
     )

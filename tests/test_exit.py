@@ -55,9 +55,11 @@ def call(n: int, state: str = "ended") -> dict[str, object]:
     return {"id": f"c{n}", "from": "201", "to": "202", "state": state, "duration": n}
 
 
-async def set_presence(sim: Simulator, store: MemoryStore, show: str) -> None:
+async def set_presence(
+    sim: Simulator, store: MemoryStore, show: str, login: str = "alice"
+) -> None:
     """Set the user's presence as another program sharing the login would."""
-    cookie = await store.get_cookie(sim.url, "")
+    cookie = await store.get_cookie(sim.url, login)
     assert cookie is not None
     async with httpx.AsyncClient() as client:
         reply = await client.post(
@@ -74,7 +76,7 @@ async def log_in_with_everything(
     """Log in, go online, hold a WebRTC password; return that password."""
     await session.login(login, f"{login}-pass")
     if login != "bob":
-        await set_presence(sim, store, "online")
+        await set_presence(sim, store, "online", login)
     password = await session.rtc_reset(getnew=True)
     assert password is not None
     return password
@@ -221,7 +223,9 @@ async def test_a_hanging_step_times_out_alone(
 async def test_the_whole_exit_is_bounded(
     sim: Simulator, store: MemoryStore, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with session_on(sim, store) as session:
+    # Commands may take longer than the steps: the exit's bounds are what is seen.
+    timeout = pbxsession.Timeout(command=30, operation=60)
+    async with session_on(sim, store, timeout=timeout) as session:
         await log_in_with_everything(session, sim, store)
         sim.set_delay(60)
         start = trio.current_time()

@@ -357,7 +357,7 @@ async def test_no_secret_reachable_from_a_failed_login(
     # (timeout, refused, reset), and its headers the session cookie.
     url = await a_server(nursery, kind)
     store = pbxsession.MemoryStore()
-    await store.set_cookie(url, SESSION_COOKIE, replacing=None)
+    await store.set_cookie(url, "alice", SESSION_COOKIE, replacing=None)
     async with pbxsession.open_session(url, store=store, feed=None) as session:
         with pytest.raises(PbxUnavailableError) as caught:
             await session.login("admin", LOGIN_PASSWORD)

@@ -152,7 +152,7 @@ def logged_in(sim: Simulator) -> dict[tuple[str, str], object]:
 
 # The session keys its one cookie per host by "" until it logs in per user
 # (the lead's Login object); the session-level tests below read it there.
-COOKIE_USER = ""
+COOKIE_USER = "alice"
 # Names that would collide in a naively built key ("a:b" + ":cookie"...).
 TRICKY_USERS = ["alice", "", "a:b", "a", "a%3Ab", "b:cookie", "é/ü 1", "a:b:cookie"]
 
@@ -422,8 +422,10 @@ async def check_subids_isolate(sim: Simulator, spec: dict[str, Any], store: Sess
         "bob",
         "alice",
     ]
-    cookie = await store.get_cookie(sim.url, COOKIE_USER)
-    assert logged_in(sim) == {(cookie, "tab-a"): "alice", (cookie, "tab-b"): "bob"}
+    alice_cookie = await store.get_cookie(sim.url, "alice")
+    bob_cookie = await store.get_cookie(sim.url, "bob")  # a user of its own: a cookie of its own
+    assert alice_cookie != bob_cookie
+    assert logged_in(sim) == {(alice_cookie, "tab-a"): "alice", (bob_cookie, "tab-b"): "bob"}
     contexts = await store.contexts(sim.url)
     assert {k: v.logged_in for k, v in contexts.items()} == {
         ("alice", "tab-a"): True,

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from . import _wire as wire
-from ._errors import SessionLostError, StaleCredentialError
+from ._errors import PbxTimeoutError, SessionLostError, StaleCredentialError
 from ._login import Login
 from ._models import StepOutcome, StepResult
 from ._nursery import open_owned_nursery
@@ -191,6 +191,9 @@ async def _run_step(
             await step.run()
         except StepSkipped as skipped:
             results[step.name] = _result(StepOutcome.SKIPPED, started, reason=skipped.reason)
+            return
+        except PbxTimeoutError as exc:  # the command's own deadline came first
+            results[step.name] = _result(StepOutcome.TIMED_OUT, started, error=exc, reason=str(exc))
             return
         except Exception as exc:  # a failing step must not stop the others
             log.info("exit step %s failed: %s", step.name, str(exc))

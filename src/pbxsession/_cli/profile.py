@@ -48,8 +48,9 @@ T = TypeVar("T")
 
 PASSWORD_ENV: Final = "PBXSESSION_PASSWORD"
 
-# Each request may take a little longer than --timeout, so that the command
-# line's own deadline (over all attempts) is the one that fires.
+# The library bounds each operation by --timeout (each attempt by at most
+# _ATTEMPT_SECONDS); the command line's own deadline is a backstop _GRACE later.
+_ATTEMPT_SECONDS: Final = 5.0
 _GRACE: Final = 1.0
 
 
