@@ -115,7 +115,7 @@ async def test_exit_runs_every_step(sim: Simulator, store: MemoryStore) -> None:
         assert view["history"] == []
         assert [c for c in sim.contexts() if c["login"] == "alice"] == []
         assert sim.stats()["feed_connections"] == 0
-        assert session._client is not None and session._client.is_closed
+        assert not session.statistics().http_client_open
         assert session.exit_report is report
         record = await store.get_context(sim.url, "alice", None)
         assert record is not None and not record.logged_in
@@ -466,7 +466,7 @@ async def test_exit_when_unconfigured(store: MemoryStore) -> None:
         assert state_of(session) is State.CLOSED
         assert outcomes(report) == dict.fromkeys(STEPS, SKIPPED)
         assert all(r.reason == "not logged in" for r in report.steps.values())
-        assert session._client is not None and session._client.is_closed
+        assert not session.statistics().http_client_open
         assert await session.exit() is report
 
 

@@ -560,10 +560,10 @@ async def test_cancelling_a_consumer(sim: Simulator) -> None:
         other = session.events()
         with trio.move_on_after(0.05) as scope:
             async with session.events() as events:
-                assert session._hub.subscriber_count == 2
+                assert session.statistics().subscribers == 2
                 await events.receive()
         assert scope.cancelled_caught
-        assert session._hub.subscriber_count == 1
+        assert session.statistics().subscribers == 1
         with pytest.raises(trio.ClosedResourceError):
             events.receive_nowait()
         emit(sim, 2)
@@ -635,8 +635,7 @@ async def test_logout_stops_the_feed_within_a_second(
         await session.logout()
         assert trio.current_time() - started < 1.0
         assert session.statistics().feed is None
-        assert session._nursery is not None
-        assert not session._nursery.child_tasks  # the feed task is gone
+        assert session.statistics().tasks == 0  # the feed task is gone
         await wait_until(lambda: feed_connections(sim) == 0)
 
 
@@ -648,8 +647,7 @@ async def test_logout_while_the_pbx_is_silent_is_still_prompt(
         started = trio.current_time()
         await session.logout()
         assert trio.current_time() - started < 1.0
-        assert session._nursery is not None
-        assert not session._nursery.child_tasks
+        assert session.statistics().tasks == 0
         sim.unfreeze_feeds()
         await wait_until(lambda: feed_connections(sim) == 0)
 

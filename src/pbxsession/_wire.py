@@ -388,8 +388,11 @@ def check_company(user: User, company_id: str) -> None:
 def select_company_command(company_id: str) -> Command[UserReply]:
     """``selcompany``."""
     company_id = _text_argument("company_id", company_id)
-    parse: Callable[[Element], UserReply] = lambda root: UserReply(_user("selcompany", root))
-    return Command("selcompany", (("company", company_id),), parse, retry_safe=True)
+    return Command("selcompany", (("company", company_id),), _company_reply, retry_safe=True)
+
+
+def _company_reply(root: Element) -> UserReply:
+    return UserReply(_user("selcompany", root))
 
 
 @overload
