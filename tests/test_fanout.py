@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from pbxsession._fanout import FeedHub
+from pbxsession._fanout import FeedHub, FeedSubscription
 from pbxsession._models import (
     FeedDown,
     FeedEvent,
@@ -22,7 +22,7 @@ def event(seq: int) -> FeedEvent:
     return FeedEvent(seq, "device", {})
 
 
-def drain(sub: trio.abc.ReceiveChannel[FeedItem]) -> list[FeedItem]:
+def drain(sub: FeedSubscription) -> list[FeedItem]:
     items: list[FeedItem] = []
     while True:
         try:

@@ -366,7 +366,9 @@ def _handshake_failure(group: BaseExceptionGroup[BaseException], url: str) -> Ba
         tls = _tls_error(exc)
         if tls is not None:
             reason = tls.reason or type(tls).__name__
-            return _Disconnected(Failure(wire.ERRNO_OPEN_FAILED, f"TLS: {reason} ({url})", tls=True))
+            return _Disconnected(
+                Failure(wire.ERRNO_OPEN_FAILED, f"TLS: {reason} ({url})", tls=True)
+            )
     return _Disconnected(Failure(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {found[0]!r}"))
 
 
