@@ -133,7 +133,11 @@ class FeedGap:
 
 @dataclass(frozen=True, slots=True)
 class FeedStopped:
-    """The feed stopped for good: ``reason`` says why, ``errno`` the 6.5 number."""
+    """The feed stopped for good: ``reason`` says why, ``errno`` the 6.5 number.
+
+    A consumer that subscribes after it (until the next login's feed starts)
+    receives it first.
+    """
 
     reason: str
     errno: int | None = None
@@ -141,7 +145,12 @@ class FeedStopped:
 
 @dataclass(frozen=True, slots=True)
 class SessionLost:
-    """The PBX logged this session out; it is back in ``host_set``."""
+    """The PBX logged this session out; it is back in ``host_set``.
+
+    Published after the transition: a consumer seeing it already reads
+    ``host_set``. A consumer that subscribes after it (until the next login's
+    feed starts) receives it first.
+    """
 
     reason: str
 
@@ -151,10 +160,13 @@ class FeedDown:
     """The feed's connection is down and it is reconnecting (an outage began).
 
     ``errno`` is the 6.5 number of what ended the connection (PROTOCOL.md),
-    ``reason`` the text. One per outage: a feed that flaps (comes up and
-    drops again before it has stayed up a while) is one outage. The next
-    item after it is :class:`FeedUp`, :class:`FeedStopped` or
-    :class:`SessionLost`.
+    ``reason`` the text. One each time the feed goes down: failed reconnect
+    attempts add none. The next status item after it is :class:`FeedUp`,
+    :class:`FeedStopped` or :class:`SessionLost`. A feed that flaps (comes up
+    and drops again before it has stayed up ``reset_after`` seconds) shows
+    each drop, but counts as one outage for the backoff and for
+    ``max_ws_retry_time``. A consumer that subscribes during the outage
+    receives it first.
     """
 
     errno: int
