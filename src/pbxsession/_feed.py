@@ -30,6 +30,7 @@ from ._fanout import FeedHub
 from ._feed_policy import BackoffPolicy, Failure, FeedEnding, FeedPolicy, FullJitterBackoff, Stop
 from ._models import FeedEvent, FeedOptions, FeedStopped
 from ._nursery import leaves
+from ._tls import tls_failure
 
 __all__ = ["BackoffPolicy", "FeedRunner", "FeedStatistics", "FullJitterBackoff"]
 
@@ -363,21 +364,7 @@ def _handshake_failure(group: BaseExceptionGroup[BaseException], url: str) -> Ba
         if isinstance(exc, _Disconnected | trio.Cancelled) or not isinstance(exc, Exception):
             return exc
     for exc in found:
-        tls = _tls_error(exc)
-        if tls is not None:
-            reason = tls.reason or type(tls).__name__
-            return _Disconnected(
-                Failure(wire.ERRNO_OPEN_FAILED, f"TLS: {reason} ({url})", tls=True)
-            )
+        tls = tls_failure(exc, url)
+        if tls is not None:  # one line that says why; never retried
+            return _Disconnected(Failure(wire.ERRNO_OPEN_FAILED, str(tls), tls=True))
     return _Disconnected(Failure(wire.ERRNO_OPEN_FAILED, f"cannot open the feed: {found[0]!r}"))
-
-
-def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
-    """The ``ssl.SSLError`` behind ``exc`` (trio wraps it in BrokenResourceError)."""
-    seen = 0
-    while exc is not None and seen < 10:  # bounded: a chain may loop
-        if isinstance(exc, ssl.SSLError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
