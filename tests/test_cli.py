@@ -602,3 +602,17 @@ async def test_whoami_after_select_company_shows_company_selected(
     assert who.returncode == 0, who.stderr.decode()
     assert json.loads(who.stdout)["company"] == "8"
     assert json.loads(who.stdout)["state"] == "company_selected"
+
+
+async def test_nested_state_dirs_are_private_under_umask_000(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Fails on main: Path.mkdir(mode=0o700) leaves the parents at 0777 under umask 000.
+    state = tmp_path / "a" / "b" / "state"
+    old = os.umask(0)
+    try:
+        await login(sim, state)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "a", tmp_path / "a" / "b", state):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder

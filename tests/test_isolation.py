@@ -162,3 +162,20 @@ async def test_users_sharing_a_store_across_processes_are_isolated(
         assert alice.state is State.LOGGED_IN
         assert len(logged_in(sim, "alice")) == 1
         await alice.rtc_reset()  # the PBX still knows alice's context
+
+
+async def test_ten_logins_at_once_on_a_fresh_store_leave_no_orphan(
+    sim: Simulator, store: MemoryStore
+) -> None:
+    # Fails on main: 19 password logins, 9 contexts left logged in under cookies nobody kept.
+    async def one() -> None:
+        async with session_on(sim, store, feed=None, keep_session=True) as session:
+            await session.login("alice", "alice-pass")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(one)
+    cookie = await store.get_cookie(sim.url, "alice")
+    alive = logged_in(sim, "alice")
+    assert [(c["cookie"], c["subid"]) for c in alive] == [(cookie, "")]  # one context, kept
+    assert password_logins(sim) == {"alice": 10}  # one per call, none resent elsewhere

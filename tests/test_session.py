@@ -737,16 +737,23 @@ async def test_a_raising_listener_is_logged_and_changes_nothing(
 async def test_logout_stops_the_feed_before_the_pbx_logs_out(
     sim: Simulator, store: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Fails on main: the PBX's errno 2 for our own logout reached the feed first.
+    # Fails on main: the feed was still connected when the PBX processed the
+    # logout, so the PBX's errno 2 for our own logout raced the reply.
     async with session_on(sim, store) as session:
         await session.login("alice", "alice-pass")
         handshakes = sim.stats()["feed_handshakes"]
-        async with session.events() as events:
+        sim.set_delay(0.5, "logout")  # held before the PBX processes it
+        feeds_while_logging_out: list[int] = []
+        async with session.events() as events, trio.open_nursery() as nursery:
             with caplog.at_level(logging.INFO, logger="pbxsession"):
-                await session.logout()
+                nursery.start_soon(session.logout)
+                await trio.sleep(0.25)
+                feeds_while_logging_out.append(sim.stats()["feed_connections"])
+            await session.wait_state(State.HOST_SET)
             await trio.testing.wait_all_tasks_blocked()
             with pytest.raises(trio.WouldBlock):
                 events.receive_nowait()  # no SessionLost, no FeedDown
+        assert feeds_while_logging_out == [0]
         assert sim.stats()["feed_handshakes"] == handshakes  # no reconnect attempt
         assert not [r for r in caplog.records if r.name == "pbxsession.feed"]
 

@@ -77,7 +77,9 @@ def _load_profile(options: Options) -> Profile:
 
 def save_profile(options: Options, profile: Profile) -> None:
     """Note ``profile`` for later commands (mode 0600, in a 0700 folder)."""
-    options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from pbxsession.stores._files import make_private_dirs
+
+    make_private_dirs(options.state_dir)  # each new folder 0700, whatever the umask
     fd = os.open(options.profile_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         json.dump(asdict(profile), file)
