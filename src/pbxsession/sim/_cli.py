@@ -97,17 +97,31 @@ def _split(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator from the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    if args.event_rate < 0:
-        print("error: --event-rate cannot be negative", file=sys.stderr)
-        return 2
-    if args.require_client_cert and not args.tls:
-        print("error: --require-client-cert needs --tls", file=sys.stderr)
+    problem = _usage_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         users = DEFAULT_USERS if args.users is None else load_users(args.users)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    status = _run(args, users)
+    if status == 0:
+        print("stopped", flush=True)
+    return status
+
+
+def _usage_problem(args: argparse.Namespace) -> str:
+    if args.event_rate < 0:
+        return "--event-rate cannot be negative"
+    if args.require_client_cert and not args.tls:
+        return "--require-client-cert needs --tls"
+    return ""
+
+
+def _run(args: argparse.Namespace, users: Sequence[SimUser]) -> int:
+    """Serve until Ctrl-C (0), or a socket error (1)."""
     try:
         trio.run(_serve, args, users)
     except KeyboardInterrupt:
@@ -116,12 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except BaseExceptionGroup as group:
-        if _split(group, KeyboardInterrupt):
-            pass
-        elif _split(group, OSError):
+        if _split(group, OSError) and not _split(group, KeyboardInterrupt):
             print(f"error: {group.exceptions[0]}", file=sys.stderr)
             return 1
-        else:
+        if not _split(group, KeyboardInterrupt):
             raise
-    print("stopped", flush=True)
     return 0

@@ -213,12 +213,8 @@ class SimState:
         checkonly = form_flag(form, "checkonly")
         name = form.get("sessionUser")
         password = form.get("sessionPass")
-        if not checkonly and not name and not password:
-            checkonly = True  # the historical "login check"
-        if checkonly:
-            if ctx is None or ctx.login is None or (name and name != ctx.login):
-                return _fail("login", "notloggedin")
-            return self._login_reply(ctx, self._users[ctx.login])
+        if checkonly or (not name and not password):  # the latter: the historical "login check"
+            return self._login_check(ctx, name)
         if not name or password is None:
             raise BadForm("sessionUser and sessionPass are required")
         self.password_logins[(*key, name)] += 1
@@ -228,6 +224,16 @@ class SimState:
         refusal = self._check_password(user, password)
         if refusal is not None:
             return refusal
+        return self._login_reply(self._bind(key, ctx, user), user)
+
+    def _login_check(self, ctx: _Context | None, name: str | None) -> Reply:
+        """``checkonly``: succeed only if the context is logged in (as ``name``, if given)."""
+        if ctx is None or ctx.login is None or (name and name != ctx.login):
+            return _fail("login", "notloggedin")
+        return self._login_reply(ctx, self._users[ctx.login])
+
+    def _bind(self, key: ContextKey, ctx: _Context | None, user: SimUser) -> _Context:
+        """The context ``key``, now logged in as ``user`` (replacing any other user)."""
         if ctx is None:
             ctx = _Context(key=key, ring=EventRing(self.ring_size), last_used=self._clock())
             self._contexts[key] = ctx
@@ -236,7 +242,7 @@ class SimState:
                 self._end(ctx, "replaced by another login")
             ctx.login = user.login
             ctx.company = user.home
-        return self._login_reply(ctx, user)
+        return ctx
 
     def _check_password(self, user: SimUser, password: str) -> Reply | None:
         """Apply the lockout rules; the failure reply, or None when the password is right."""

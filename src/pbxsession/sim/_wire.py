@@ -309,9 +309,17 @@ def parse_start(text: str | bytes) -> tuple[int | None, frozenset[str]]:
         raise BadStart("start frame is not JSON") from exc
     if not isinstance(frame, dict) or frame.get("type") != "start":
         raise BadStart("expected a start frame")
-    since = frame.get("since")
+    return _since(frame.get("since")), _excluded(frame)
+
+
+def _since(since: object) -> int | None:
     if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
         raise BadStart("since must be null or a non-negative integer")
+    return since
+
+
+def _excluded(frame: Mapping[str, object]) -> frozenset[str]:
+    """The kinds a start frame switches off (each flag must be a boolean)."""
     excluded = set()
     for kind in FILTERABLE:
         flag = frame.get(kind, True)
@@ -319,7 +327,7 @@ def parse_start(text: str | bytes) -> tuple[int | None, frozenset[str]]:
             raise BadStart(f"{kind} must be true or false")
         if not flag:
             excluded.add(kind)
-    return since, frozenset(excluded)
+    return frozenset(excluded)
 
 
 def _dumps(obj: Mapping[str, object]) -> str:

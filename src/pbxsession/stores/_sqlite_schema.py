@@ -70,15 +70,23 @@ def check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
             "session store; it was left untouched: choose another path"
         )
     if version == 1:
-        if not tables >= _TABLES_1 or tables & _TABLES:
-            raise StoreError(
-                f"{path}: the pbxsession session store of schema version 1 is "
-                "damaged (its tables are not those of version 1); it was left untouched"
-            )
-        _create_schema(conn)  # in the caller's transaction: all or nothing
-        for statement in _MIGRATE_FROM_1:
-            conn.execute(statement)
+        _migrate_from_1(conn, path, tables)
         return
+    _check_current(path, version, tables)
+
+
+def _migrate_from_1(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    if not tables >= _TABLES_1 or tables & _TABLES:
+        raise StoreError(
+            f"{path}: the pbxsession session store of schema version 1 is "
+            "damaged (its tables are not those of version 1); it was left untouched"
+        )
+    _create_schema(conn)  # in the caller's transaction: all or nothing
+    for statement in _MIGRATE_FROM_1:
+        conn.execute(statement)
+
+
+def _check_current(path: Path, version: int, tables: set[str]) -> None:
     if version != SCHEMA_VERSION:
         newer = " by a newer pbxsession" if version > SCHEMA_VERSION else ""
         raise StoreError(
