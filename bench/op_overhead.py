@@ -62,7 +62,7 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
         await session.login("alice", "alice-pass")
         cookie = await store.get_cookie(sim.url)
         assert cookie is not None
-        body = wire.rtc_reset_command(getnew=False).encode(None)
+        body = wire.rtc_reset_command().encode(None)
         headers = {"Content-Type": wire.FORM_CONTENT_TYPE, "Cookie": wire.cookie_header(cookie)}
         target = sim.url + wire.COMMAND_PATH
         async with httpx.AsyncClient(trust_env=False) as bare:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -30,7 +30,6 @@ from ._errors import (
     LoginError,
     PbxError,
     PermissionDeniedError,
-    ProtocolError,
     SessionLostError,
     StaleCredentialError,
     UnknownCompanyError,
@@ -54,6 +53,7 @@ from .stores import SessionStore, default_store
 
 __all__ = ["ExitTimeouts", "Session", "SessionStatistics", "open_session"]
 
+R = TypeVar("R")
 log = logging.getLogger("pbxsession")
 
 _EXIT_CLOSE_GRACE = 1.0
@@ -295,11 +295,9 @@ class Session:
                     raise
             return await self.login(username, password, subid=subid)
 
-    async def _log_in(self, command: wire.Command) -> User:
+    async def _log_in(self, command: wire.Command[wire.UserReply]) -> User:
         host = self._require_host()
-        reply = await self._send(command)
-        assert reply.user is not None  # _wire guarantees it for login
-        user = reply.user
+        user = (await self._send(command)).user
         await self._store.record_context(host, self._sub_id, user.login)
         await self._load_history()
         self._generation += 1
@@ -330,7 +328,7 @@ class Session:
             # The login stands; exit will not overwrite a history it never saw.
             log.warning("could not load the saved call history: %s", str(exc))
             return
-        self._history.extend(reply.history or ())
+        self._history.extend(reply.records)
         self._history_loaded = True
 
     async def select_company(self, company_id: str) -> User:
@@ -351,7 +349,6 @@ class Session:
                     f"{company_id!r} is not one of the login's companies",
                 )
             reply = await self._send(wire.select_company_command(company_id))
-            assert reply.user is not None
             self._user = dataclasses.replace(user, company=reply.user.company, home=reply.user.home)
             self._lifecycle.apply(Event.COMPANY_CHOSEN)
             return self._user
@@ -362,10 +359,11 @@ class Session:
         The session remembers a password it obtained, so that ``exit`` releases it.
         """
         async with self._operation(Operation.RTC_RESET):
-            reply = await self._send(wire.rtc_reset_command(getnew=getnew))
-            if getnew and not reply.rtc_password:
-                raise ProtocolError("rtcreset getnew=1 reply carries no password")
-            self._rtc_password = reply.rtc_password if getnew else None
+            if getnew:
+                self._rtc_password = (await self._send(wire.rtc_new_password_command())).password
+            else:
+                await self._send(wire.rtc_reset_command())
+                self._rtc_password = None
             return self._rtc_password
 
     async def logout(self) -> None:
@@ -478,7 +476,7 @@ class Session:
             raise InvalidStateError("command", self.state.value, (), "the session is not open")
         return self._nursery
 
-    async def _send(self, command: wire.Command) -> wire.Reply:
+    async def _send(self, command: wire.Command[R]) -> R:
         if self._transport is None:
             raise InvalidStateError(command.cmd, self.state.value, (), "the session is not open")
         try:
@@ -618,7 +616,7 @@ class Session:
             with trio.move_on_at(deadline):
                 await self._client.aclose()
 
-    async def _exit_command(self, command: wire.Command, lost: list[str]) -> wire.Reply:
+    async def _exit_command(self, command: wire.Command[R], lost: list[str]) -> R:
         """Send one step's command; a ``notloggedin`` answer is noted in ``lost``."""
         assert self._transport is not None
         try:

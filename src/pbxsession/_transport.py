@@ -13,6 +13,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import TypeVar
 
 import httpx
 import trio
@@ -23,6 +24,7 @@ from .stores import SessionStore
 
 __all__ = ["CommandTransport", "new_http_client", "tls_context"]
 
+R = TypeVar("R")
 log = logging.getLogger("pbxsession")
 
 
@@ -74,7 +76,7 @@ class CommandTransport:
         self._retry_backoff = retry_backoff
         self.commands_sent = 0
 
-    async def send(self, host: str, command: wire.Command, subid: str | None) -> wire.Reply:
+    async def send(self, host: str, command: wire.Command[R], subid: str | None) -> R:
         """Send ``command`` to the PBX at ``host``; raise the documented error on failure."""
         attempts = 1 + (self._retries if command.retry_safe else 0)
         for attempt in range(attempts):
@@ -92,7 +94,7 @@ class CommandTransport:
                 await trio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_once(self, host: str, command: wire.Command, subid: str | None) -> wire.Reply:
+    async def _send_once(self, host: str, command: wire.Command[R], subid: str | None) -> R:
         headers = {"Content-Type": wire.FORM_CONTENT_TYPE}
         cookie = await self._store.get_cookie(host)
         if cookie is not None:
@@ -114,7 +116,9 @@ class CommandTransport:
             raise PbxUnavailableError(f"{command.cmd}: the PBX did not answer in time") from exc
         except httpx.TransportError as exc:
             raise PbxUnavailableError(f"{command.cmd}: cannot reach the PBX: {exc}") from exc
-        new_cookie = wire.session_cookie(response.headers.get_list("set-cookie"))
+        update = wire.session_cookie(response.headers.get_list("set-cookie"), host)
+        # A deletion (update.value None) is left to the store's rewrite: today's stores hold str.
+        new_cookie = None if update is None else update.value
         race_lost = False
         if new_cookie is not None and new_cookie != cookie:
             # Compare-and-set: if another program stored a fresh cookie first,
@@ -124,12 +128,12 @@ class CommandTransport:
             race_lost = kept != new_cookie
         try:
             reply = wire.parse_reply(
-                command.cmd, response.status_code, response.headers.get("content-type"), body
+                command, response.status_code, response.headers.get("content-type"), body
             )
         except (SessionLostError, LoginError) as exc:
             # In an empty context only "not logged in" depends on the context;
             # a refused password (badauth, locked) stands wherever it was sent.
-            if race_lost and exc.code == "notloggedin":
+            if race_lost and exc.code == wire.CODE_NOT_LOGGED_IN:
                 raise _CookieRaceLost from exc
             raise
         if race_lost:
