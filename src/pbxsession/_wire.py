@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import ipaddress
 import json
 import re
@@ -571,17 +572,16 @@ def session_cookie(
     a value that is not RFC 6265 cookie-octets, or one over
     :data:`MAX_COOKIE_BYTES` is ignored. The last header that applies wins.
     """
-    host = _cookie_host(request_host)
     moment = time.time() if now is None else now
     found = None
     for header in set_cookie_headers:
-        update = _one_cookie(header, host, moment)
+        update = _one_cookie(header, request_host, moment)
         if update is not None:
             found = update
     return found
 
 
-def _one_cookie(header: str, host: str, now: float) -> CookieUpdate | None:
+def _one_cookie(header: str, request_host: str, now: float) -> CookieUpdate | None:
     if not header.lstrip().startswith(SESSION_COOKIE):  # the usual other cookie, not parsed
         return None
     parsed = _parse_set_cookie([header])
@@ -596,7 +596,7 @@ def _one_cookie(header: str, host: str, now: float) -> CookieUpdate | None:
         return None
     attrs: dict[str, Any] = {key.lower(): attr for key, attr in attributes}
     domain = attrs.get("domain")
-    if isinstance(domain, str) and not _domain_match(host, domain):
+    if isinstance(domain, str) and not _domain_match(_cookie_host(request_host), domain):
         return None
     if _expired(attrs, now):
         return CookieUpdate(None)
@@ -605,6 +605,7 @@ def _one_cookie(header: str, host: str, now: float) -> CookieUpdate | None:
     return CookieUpdate(value)
 
 
+@functools.lru_cache(maxsize=256)  # the same few hosts, reply after reply
 def _cookie_host(request_host: str) -> str:
     if "://" in request_host:
         return httpx.URL(request_host).raw_host.decode("ascii", "replace")
