@@ -6,6 +6,7 @@ Pure functions only: no network, no trio.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import urllib.parse
@@ -80,6 +81,34 @@ LOGIN_OK = """<response result="success" cmd="login">
   <company id="8" name="Bolt plc"/>
 </response>
 """
+
+
+XML_PIECES = [
+    b"<response",
+    b' result="success"',
+    b' result="fail"',
+    b' code="x"',
+    b' cmd="login"',
+    b">",
+    b"/>",
+    b"</response>",
+    b'<user id="1" login="u" name="n" company="7" home="7"/>',
+    b'<rtc pass="p"/>',
+    b"<data>W10=</data>",
+    b"<!DOCTYPE r>",
+    b"&amp;",
+    b"&x;",
+    b'<?xml version="1.0" encoding="utf-16"?>',
+    b'<?xml version="1.0" encoding="bogus"?>',
+    b"\xff",
+    b"\x00",
+    b"<!--c-->",
+    b"<![CDATA[x]]>",
+    b"<?pi x?>",
+    b' xmlns="urn:x"',
+    b'<action name="a"/>',
+    b'<company id="1"/>',
+]
 
 
 # ===================================================================== hosts
@@ -1073,6 +1102,9 @@ class TestParseReplyMalformed:
             '<response result="success" cmd="logout">&nbsp;</response>',
             '<response result="success" cmd="logout">&undefined;</response>',
             b'<response result="success" cmd="logout">\xff\xfe</response>',
+            '<?xml version="1.0" encoding="b"?><response result="success"/>',
+            '<?xml version="1.0" encoding="no-such-codec"?><response result="success"/>',
+            '<?xml version="1.0" encoding="utf-7"?><response result="success"/>',
         ],
     )
     def test_malformed(self, body: str | bytes) -> None:
@@ -1164,6 +1196,18 @@ class TestParseReplyMalformed:
         body = f'<response result="success" cmd="{cmd}">\n<user {text}/>\n</response>\n'
         with pytest.raises(ProtocolError, match=missing):
             reply(cmd, body)
+
+    @given(
+        st.one_of(
+            st.binary(max_size=80),
+            st.lists(st.sampled_from(XML_PIECES), max_size=12).map(b"".join),
+        ),
+        st.sampled_from(sorted(COMMANDS)),
+    )
+    @settings(max_examples=500, derandomize=True, deadline=None)
+    def test_any_body_stays_in_the_error_tree(self, body: bytes, name: str) -> None:
+        with contextlib.suppress(PbxError):
+            wire.parse_reply(COMMANDS[name], 200, XML, body)
 
 
 class TestParseReplyFailures:

@@ -51,6 +51,10 @@ def parse(document: bytes) -> Element:
     parser.CharacterDataHandler = builder.data
     try:
         parser.Parse(document, True)
-    except expat.ExpatError as exc:
+    except UnsafeXmlError:
+        raise
+    except (expat.ExpatError, LookupError, ValueError) as exc:
+        # LookupError/ValueError: an encoding declaration Python's codecs do
+        # not know, or a multi-byte one expat cannot take.
         raise UnsafeXmlError(str(exc)) from None
     return builder.close()
