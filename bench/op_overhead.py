@@ -88,7 +88,7 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
         await session.login("alice", "alice-pass")
         cookie = await store.get_cookie(sim.url, "alice")
         assert cookie is not None
-        command = wire.rtc_reset_command(getnew=False)
+        command = wire.rtc_reset_command()
         body = command.encode(None)
         headers = {"Content-Type": wire.FORM_CONTENT_TYPE, "Cookie": wire.cookie_header(cookie)}
         target = sim.url + wire.COMMAND_PATH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -15,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import pbxsession
-from pbxsession import PbxUnavailableError, ProtocolError, State
+from pbxsession import LoginError, PbxUnavailableError, ProtocolError, State
 
 XML = "text/xml; charset=utf-8"
 GOOD_LOGIN = (
@@ -90,6 +91,19 @@ CASES = {
     "http 500": (Response("oops", status_code=500), PbxUnavailableError),
     "http 503": (Response("busy", status_code=503), PbxUnavailableError),
     "http 404": (Response("no", status_code=404), ProtocolError),
+    # Issue 15.6: a login reply must be about a real user, the one asked for.
+    "reply for another user": (
+        Response(GOOD_LOGIN.replace('login="u"', 'login="bob"'), media_type=XML),
+        ProtocolError,
+    ),
+    "user login empty": (
+        Response(GOOD_LOGIN.replace('login="u"', 'login=""'), media_type=XML),
+        ProtocolError,
+    ),
+    "user login with a line break": (
+        Response(GOOD_LOGIN.replace('login="u"', 'login="u&#10;"'), media_type=XML),
+        ProtocolError,
+    ),
 }
 
 
@@ -108,3 +122,23 @@ async def test_broken_reply_is_refused_and_state_kept(
         pbx.reply = Response(GOOD_LOGIN, media_type=XML)
         user = await session.login("u", "secret-pw")
         assert user.login == "u"
+
+
+async def test_huge_failure_text_is_clipped(
+    broken: tuple[BrokenPbx, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15.6: a 900 KB error text is neither carried nor logged whole."""
+    pbx, url = broken
+    text = "x" * 900_000
+    pbx.reply = Response(
+        f'<response result="fail" cmd="login" code="badauth">{text}</response>', media_type=XML
+    )
+    caplog.set_level(logging.DEBUG)
+    async with pbxsession.open_session(
+        url, store=pbxsession.MemoryStore(), feed=None, retries=0
+    ) as session:
+        with pytest.raises(LoginError) as info:
+            await session.login("u", "secret-pw")
+    assert len(info.value.message.encode()) <= 1024
+    assert len(str(info.value)) <= 2048
+    assert all(len(record.getMessage()) <= 4096 for record in caplog.records)

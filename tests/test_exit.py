@@ -55,9 +55,7 @@ def call(n: int, state: str = "ended") -> dict[str, object]:
     return {"id": f"c{n}", "from": "201", "to": "202", "state": state, "duration": n}
 
 
-async def set_presence(
-    sim: Simulator, store: MemoryStore, show: str, login: str = "alice"
-) -> None:
+async def set_presence(sim: Simulator, store: MemoryStore, show: str, login: str = "alice") -> None:
     """Set the user's presence as another program sharing the login would."""
     cookie = await store.get_cookie(sim.url, login)
     assert cookie is not None

@@ -26,18 +26,18 @@ def test_readme_example_runs_with_the_plugin(pytester: pytest.Pytester) -> None:
     example = readme_fixture_example()
     assert "pbx_simulator" in example
     pytester.makepyprojecttoml("[tool.pytest.ini_options]\ntrio_mode = true\n")
-    pytester.makepyfile(test_app="import pbxsession\n\n\n" + example)
+    pytester.makepyfile(test_app=example)
     result = pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)  # the fixture and the factory
 
 
 def test_fixture_fails_a_wrong_expectation(pytester: pytest.Pytester) -> None:
     # The plugin really talks to a simulator: a wrong password fails the test.
     example = readme_fixture_example().replace('"alice-pass"', '"wrong"')
     pytester.makepyprojecttoml("[tool.pytest.ini_options]\ntrio_mode = true\n")
-    pytester.makepyfile(test_app="import pbxsession\n\n\n" + example)
+    pytester.makepyfile(test_app=example)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=1, passed=1)  # alice's test fails, the factory's passes
     result.stdout.fnmatch_lines(["*LoginError*badauth*"])
 
 

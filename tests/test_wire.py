@@ -6,12 +6,16 @@ Pure functions only: no network, no trio.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import urllib.parse
 from typing import Any
 
+import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbxsession import _wire as wire
 from pbxsession._errors import (
@@ -33,7 +37,7 @@ XML = "text/xml; charset=utf-8"
 SECRET = "S3cr3t-Pa55"
 
 
-def form(cmd: wire.Command, subid: str | None = None) -> list[tuple[str, str]]:
+def form(cmd: wire.Command[Any], subid: str | None = None) -> list[tuple[str, str]]:
     """The decoded form fields of ``cmd``, in order (blank values kept)."""
     body = cmd.encode(subid)
     assert isinstance(body, bytes)
@@ -45,9 +49,24 @@ def b64json(value: Any) -> str:
     return base64.b64encode(json.dumps(value).encode("utf-8")).decode("ascii")
 
 
-def reply(cmd: str, body: str | bytes, status: int = 200, ctype: str | None = XML) -> wire.Reply:
+#: A command of each kind, by name; "login" adopts any user (its replies name many).
+COMMANDS: dict[str, wire.Command[Any]] = {
+    "login": wire.login_command("", None, checkonly=True),
+    "logout": wire.logout_command(),
+    "selcompany": wire.select_company_command("7"),
+    "rtcreset": wire.rtc_reset_command(),
+    "rtcreset-getnew": wire.rtc_new_password_command(),
+    "status": wire.status_command("online"),
+    "save": wire.save_history_command([]),
+    "load": wire.load_history_command(),
+}
+HOST = "pbx.example.com"
+
+
+def reply(cmd: str, body: str | bytes, status: int = 200, ctype: str | None = XML) -> Any:
+    """The parsed reply to the command named ``cmd`` (a key of :data:`COMMANDS`)."""
     raw = body.encode("utf-8") if isinstance(body, str) else body
-    return wire.parse_reply(cmd, status, ctype, raw)
+    return wire.parse_reply(COMMANDS[cmd], status, ctype, raw)
 
 
 def fail_body(cmd: str, code: str, message: str = "Nope") -> str:
@@ -64,6 +83,34 @@ LOGIN_OK = """<response result="success" cmd="login">
 """
 
 
+XML_PIECES = [
+    b"<response",
+    b' result="success"',
+    b' result="fail"',
+    b' code="x"',
+    b' cmd="login"',
+    b">",
+    b"/>",
+    b"</response>",
+    b'<user id="1" login="u" name="n" company="7" home="7"/>',
+    b'<rtc pass="p"/>',
+    b"<data>W10=</data>",
+    b"<!DOCTYPE r>",
+    b"&amp;",
+    b"&x;",
+    b'<?xml version="1.0" encoding="utf-16"?>',
+    b'<?xml version="1.0" encoding="bogus"?>',
+    b"\xff",
+    b"\x00",
+    b"<!--c-->",
+    b"<![CDATA[x]]>",
+    b"<?pi x?>",
+    b' xmlns="urn:x"',
+    b'<action name="a"/>',
+    b'<company id="1"/>',
+]
+
+
 # ===================================================================== hosts
 
 
@@ -77,15 +124,15 @@ class TestValidateHost:
             ("https://pbx.example.com:8443/", "https://pbx.example.com:8443"),
             ("HTTPS://PBX.Example.COM", "https://pbx.example.com"),
             ("https://10.0.0.5", "https://10.0.0.5"),
-            ("https://[2001:db8::1]:443", "https://[2001:db8::1]:443"),
+            ("https://[2001:db8::1]:443", "https://[2001:db8::1]"),
+            ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
             ("http://localhost", "http://localhost"),
             ("http://localhost/", "http://localhost"),
             ("http://localhost:8080", "http://localhost:8080"),
             ("http://LOCALHOST:8080/", "http://localhost:8080"),
-            ("http://pbx.localhost:1", "http://pbx.localhost:1"),
             ("http://127.0.0.1", "http://127.0.0.1"),
             ("http://127.0.0.1:5000/", "http://127.0.0.1:5000"),
-            ("http://127.1.2.3:80", "http://127.1.2.3:80"),
+            ("http://127.1.2.3:80", "http://127.1.2.3"),
             ("http://127.255.255.254", "http://127.255.255.254"),
             ("http://[::1]", "http://[::1]"),
             ("http://[::1]:9000/", "http://[::1]:9000"),
@@ -145,7 +192,6 @@ class TestValidateHost:
             "https://x;y",
             "https://x%41",
             "https://x\\y",
-            "https://bücher.example",
         ],
     )
     def test_refused(self, uri: str) -> None:
@@ -236,13 +282,103 @@ class TestValidateHost:
         )
 
 
+class TestHostNormalisation:
+    """Issue 14 "Hosts" and issue 15.4: one spelling per host, every bad host refused."""
+
+    @pytest.mark.parametrize(
+        ("uri", "expected"),
+        [
+            ("https://pbx:443", "https://pbx"),
+            ("https://PBX", "https://pbx"),
+            ("https://pbx/", "https://pbx"),
+            ("https://pbx:443/", "https://pbx"),
+            ("http://localhost:80", "http://localhost"),
+            ("https://[2001:db8::1]:443", "https://[2001:db8::1]"),
+            ("https://pbx.bücher.example", "https://pbx.xn--bcher-kva.example"),
+            ("https://PBX.Bücher.Example:8443/", "https://pbx.xn--bcher-kva.example:8443"),
+            ("http://[::1]:8080", "http://[::1]:8080"),
+            ("https://pbx_1.example", "https://pbx_1.example"),
+            ("https://" + "a" * 63 + ".example", "https://" + "a" * 63 + ".example"),
+        ],
+    )
+    def test_normalised(self, uri: str, expected: str) -> None:
+        assert wire.validate_host(uri) == expected
+        assert wire.validate_host(expected) == expected
+
+    def test_plain_default_port_dropped(self) -> None:
+        assert wire.validate_host("http://h:80", allow_insecure=True) == "http://h"
+
+    @pytest.mark.parametrize(
+        ("uri", "expected"),
+        [("wss://pbx:443/", "wss://pbx"), ("ws://localhost:80", "ws://localhost")],
+    )
+    def test_websocket_normalised(self, uri: str, expected: str) -> None:
+        assert wire.validate_host(uri, websocket=True) == expected
+
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "https://a..b",
+            "https://.pbx",
+            "https://pbx.",
+            "https://" + "a" * 64 + ".example",
+            "https://" + "a" * 64,
+            "https://" + ".".join(["abcdefghi"] * 30),  # 299 characters, labels fine
+            "https://" + "a" * 1_000_000,
+            "https://" + "a." * 500_000 + "b",
+            "https://x:0",
+            "https://x:65536",
+            "https://x:99999",
+            "https://-pbx.example",
+            "https://pbx-.example",
+            "https://1.2.3",
+            "https://999.1.1.1",
+            "https://pbx.bü cher.example",
+            "https://[::g]",
+            "https://[1.2.3.4]",
+        ],
+    )
+    def test_refused_at_the_call(self, uri: str) -> None:
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri)
+
+    @pytest.mark.parametrize("host", ["https://" + ".".join(["abcdefghi"] * 25) + ".abc"])
+    def test_253_characters_accepted(self, host: str) -> None:
+        assert len(host) - len("https://") == 253
+        assert wire.validate_host(host) == host
+
+    @pytest.mark.parametrize(
+        "uri", ["http://evil.localhost", "http://pbx.localhost:1", "http://localhost.evil.com"]
+    )
+    def test_localhost_subdomain_is_not_loopback(self, uri: str) -> None:
+        with pytest.raises(InvalidHostError, match="allow_insecure"):
+            wire.validate_host(uri)
+
+    @pytest.mark.parametrize("flag", ["False", 0, 1, None])
+    def test_allow_insecure_must_be_a_bool(self, flag: Any) -> None:
+        with pytest.raises(InvalidArgumentError):
+            wire.validate_host("http://pbx.example.com", allow_insecure=flag)
+
+    @given(st.text(max_size=80))
+    @settings(max_examples=400, derandomize=True, deadline=None)
+    def test_any_text_refused_or_normalised(self, text: str) -> None:
+        for uri in (text, "https://" + text, "http://localhost:" + text):
+            try:
+                host = wire.validate_host(uri)
+            except InvalidHostError:
+                continue
+            assert wire.validate_host(host) == host
+            assert str(httpx.URL(host)).rstrip("/") == host
+
+
 class TestIsLoopback:
     @pytest.mark.parametrize(
         ("name", "expected"),
         [
             ("localhost", True),
             ("LocalHost", True),
-            ("a.localhost", True),
+            ("a.localhost", False),
+            ("evil.localhost", False),
             ("127.0.0.1", True),
             ("127.200.0.9", True),
             ("::1", True),
@@ -328,12 +464,13 @@ class TestSubId:
 # =================================================================== commands
 
 
-ALL_COMMANDS: list[tuple[str, wire.Command]] = [
+ALL_COMMANDS: list[tuple[str, wire.Command[Any]]] = [
     ("login", wire.login_command("admin", "pw")),
     ("login-checkonly", wire.login_command("admin", None, checkonly=True)),
     ("logout", wire.logout_command()),
     ("selcompany", wire.select_company_command("8")),
     ("rtcreset", wire.rtc_reset_command()),
+    ("rtcreset-getnew", wire.rtc_new_password_command()),
     ("status", wire.status_command("online")),
     ("save", wire.save_history_command([])),
     ("load", wire.load_history_command()),
@@ -361,18 +498,14 @@ class TestCommandForms:
     def test_selcompany(self) -> None:
         assert form(wire.select_company_command("8")) == [("cmd", "selcompany"), ("company", "8")]
 
-    @pytest.mark.parametrize(
-        ("release", "getnew", "fields"),
-        [
-            (None, False, []),
-            (None, True, [("getnew", "1")]),
-            ("old-pw", False, [("pass", "old-pw")]),
-            ("old-pw", True, [("pass", "old-pw"), ("getnew", "1")]),
-        ],
-    )
-    def test_rtcreset(self, release: str | None, getnew: bool, fields: list[Any]) -> None:
-        cmd = wire.rtc_reset_command(release=release, getnew=getnew)
+    @pytest.mark.parametrize(("release", "fields"), [(None, []), ("old-pw", [("pass", "old-pw")])])
+    def test_rtcreset(self, release: str | None, fields: list[Any]) -> None:
+        cmd = wire.rtc_reset_command(release=release)
         assert form(cmd) == [("cmd", "rtcreset"), *fields]
+
+    def test_rtcreset_getnew(self) -> None:
+        cmd = wire.rtc_new_password_command()
+        assert form(cmd) == [("cmd", "rtcreset"), ("getnew", "1")]
 
     @pytest.mark.parametrize("show", ["online", "away", "xa", "dnd", "offline"])
     def test_status_show(self, show: str) -> None:
@@ -409,7 +542,7 @@ class TestCommandForms:
         assert form(wire.load_history_command()) == [("cmd", "load"), ("type", "history")]
 
     @pytest.mark.parametrize(("name", "cmd"), ALL_COMMANDS)
-    def test_subid_appended_only_when_given(self, name: str, cmd: wire.Command) -> None:
+    def test_subid_appended_only_when_given(self, name: str, cmd: wire.Command[Any]) -> None:
         without = form(cmd)
         assert "subid" not in dict(without)
         with_subid = form(cmd, "my-Sub_1")
@@ -434,10 +567,10 @@ class TestCommandForms:
         ],
     )
     def test_percent_encoding(self, value: str) -> None:
-        cmds = [
+        cmds: list[wire.Command[Any]] = [
             wire.login_command(value.replace("\n", " "), value),
             wire.select_company_command(value),
-            wire.rtc_reset_command(release=value, getnew=True),
+            wire.rtc_reset_command(release=value),
             wire.status_command("online", value),
         ]
         for cmd in cmds:
@@ -485,20 +618,19 @@ class TestRetrySafe:
             (wire.logout_command(), True),
             (wire.select_company_command("7"), True),
             (wire.rtc_reset_command(), False),
-            (wire.rtc_reset_command(getnew=True), False),
+            (wire.rtc_new_password_command(), False),
             (wire.rtc_reset_command(release="x"), False),
-            (wire.rtc_reset_command(release="x", getnew=True), False),
             (wire.status_command("offline"), True),
             (wire.status_command("online", "hi"), True),
             (wire.save_history_command([{"a": 1}]), True),
             (wire.load_history_command(), True),
         ],
     )
-    def test_retry_safe(self, cmd: wire.Command, safe: bool) -> None:
+    def test_retry_safe(self, cmd: wire.Command[Any], safe: bool) -> None:
         assert cmd.retry_safe is safe
 
     def test_default_command_is_not_retry_safe(self) -> None:
-        assert wire.Command("anything").retry_safe is False
+        assert wire.Command("anything", (), lambda _root: None).retry_safe is False
 
 
 class TestCommandRepr:
@@ -511,12 +643,12 @@ class TestCommandRepr:
         assert "sessionPass='***'" in text
 
     def test_rtcreset_repr_hides_pass(self) -> None:
-        cmd = wire.rtc_reset_command(release=SECRET, getnew=True)
+        cmd = wire.rtc_reset_command(release=SECRET)
         text = repr(cmd)
         assert SECRET not in text
         assert SECRET not in str(cmd)
         assert "pass='***'" in text
-        assert "getnew" in text
+        assert "getnew" in repr(wire.rtc_new_password_command())
 
     def test_repr_shows_non_secret_fields(self) -> None:
         assert repr(wire.logout_command()) == "Command(logout)"
@@ -577,6 +709,117 @@ class TestLoginCommandRules:
             assert SECRET not in repr(info.value)
 
 
+class TestLoginCommandInputs:
+    """Issue 15.4: text that cannot be sent, and flags that are not booleans."""
+
+    @pytest.mark.parametrize(
+        ("username", "password"),
+        [("ali\ud800ce", "pw"), ("alice", "p\udfffw"), ("\udc80", "pw")],
+    )
+    def test_lone_surrogate_refused(self, username: str, password: str) -> None:
+        with pytest.raises(InvalidArgumentError) as info:
+            wire.login_command(username, password)
+        assert password not in str(info.value)
+
+    def test_lone_surrogate_refused_for_checkonly(self) -> None:
+        with pytest.raises(InvalidArgumentError):
+            wire.login_command("a\ud800", None, checkonly=True)
+
+    @pytest.mark.parametrize("flag", ["False", "", 1, 0, None])
+    def test_checkonly_must_be_a_bool(self, flag: Any) -> None:
+        with pytest.raises(InvalidArgumentError):
+            wire.login_command("alice", None, checkonly=flag)
+
+    def test_other_text_fields_refused(self) -> None:
+        with pytest.raises(InvalidArgumentError):
+            wire.status_command("away", "\ud800")
+        with pytest.raises(InvalidArgumentError):
+            wire.select_company_command("\ud800")
+
+
+class TestLoginReplyUser:
+    """Issue 15.6: a login reply must be for a real user, the one asked for."""
+
+    @staticmethod
+    def body(login: str) -> str:
+        return (
+            '<response result="success" cmd="login">\n'
+            f'<user id="1" login="{login}" name="A" company="7" home="7"/>\n'
+            "</response>\n"
+        )
+
+    @pytest.mark.parametrize(
+        "login", ["", "bob", "Alice", "alice ", "alice&#10;", "ali&#13;ce", "alice&#9;", "al&#x85;"]
+    )
+    def test_refused(self, login: str) -> None:
+        with pytest.raises(ProtocolError):
+            wire.parse_reply(wire.login_command("alice", "pw"), 200, XML, self.body(login).encode())
+
+    def test_checkonly_for_a_user_checks_it(self) -> None:
+        command = wire.login_command("alice", None, checkonly=True)
+        with pytest.raises(ProtocolError):
+            wire.parse_reply(command, 200, XML, self.body("bob").encode())
+        assert wire.parse_reply(command, 200, XML, self.body("alice").encode()).user.login == (
+            "alice"
+        )
+
+    def test_checkonly_for_anyone_takes_any_real_user(self) -> None:
+        command = wire.login_command("", None, checkonly=True)
+        assert wire.parse_reply(command, 200, XML, self.body("bob").encode()).user.login == "bob"
+        for login in ("", "b&#10;ob"):
+            with pytest.raises(ProtocolError):
+                wire.parse_reply(command, 200, XML, self.body(login).encode())
+
+    @pytest.mark.parametrize("login", ["", "a&#10;b"])
+    def test_selcompany_reply_needs_a_real_user(self, login: str) -> None:
+        body = self.body(login).replace('cmd="login"', 'cmd="selcompany"')
+        with pytest.raises(ProtocolError):
+            wire.parse_reply(wire.select_company_command("7"), 200, XML, body.encode())
+
+
+class TestFailureText:
+    """Issue 15.6: a 900 KB error text is not carried (nor logged) whole."""
+
+    def test_long_failure_text_clipped(self) -> None:
+        text = "x" * 900_000
+        body = fail_body("status", "badrequest", text)
+        with pytest.raises(CommandError) as info:
+            reply("status", body)
+        assert len(info.value.message.encode()) <= wire.MAX_FAILURE_TEXT
+        assert info.value.message.startswith("x" * 1000)
+        assert len(str(info.value)) < 2 * wire.MAX_FAILURE_TEXT
+
+    def test_long_code_clipped(self) -> None:
+        with pytest.raises(CommandError) as info:
+            reply("status", fail_body("status", "c" * 100_000))
+        assert len(info.value.code) <= 64
+
+    def test_long_foreign_fields_clipped_in_protocol_errors(self) -> None:
+        for body in (
+            f'<response result="success" cmd="{"c" * 100_000}"/>',
+            f'<response result="{"r" * 100_000}" cmd="logout"/>',
+            f"<{'t' * 100_000}/>",
+        ):
+            with pytest.raises(ProtocolError) as info:
+                reply("logout", body)
+            assert len(str(info.value)) < 500
+
+    @pytest.mark.parametrize(
+        ("text", "limit", "expected"),
+        [
+            ("", 10, ""),
+            ("short", 10, "short"),
+            ("exactly10!", 10, "exactly10!"),
+            ("eleven char", 10, "eleven \u2026"),
+            ("ééééé", 8, "éé\u2026"),
+            ("東京東京", 9, "東京東京"[:2] + "\u2026"),
+        ],
+    )
+    def test_clip(self, text: str, limit: int, expected: str) -> None:
+        assert wire.clip(text, limit) == expected
+        assert len(wire.clip(text, limit).encode()) <= limit
+
+
 class TestSaveHistory:
     def test_round_trip(self) -> None:
         records = [
@@ -614,7 +857,7 @@ class TestSaveHistory:
             "</response>\n"
         )
         result = reply("load", body)
-        assert result.history == tuple(records[-50:])
+        assert result.records == tuple(records[-50:])
 
 
 # ==================================================================== replies
@@ -623,8 +866,7 @@ class TestSaveHistory:
 class TestParseReplySuccess:
     def test_protocol_login_example(self) -> None:
         result = reply("login", LOGIN_OK)
-        assert result == wire.Reply(
-            "login",
+        assert result == wire.UserReply(
             user=User(
                 id="101",
                 login="admin",
@@ -639,8 +881,6 @@ class TestParseReplySuccess:
         assert result.user.is_multi_company
         assert result.user.has_permission("admin")
         assert not result.user.has_permission("root")
-        assert result.rtc_password is None
-        assert result.history is None
 
     def test_protocol_fail_example(self) -> None:
         body = (
@@ -669,7 +909,6 @@ class TestParseReplySuccess:
             "</response>\r\n"
         )
         result = reply("selcompany", body)
-        assert result.cmd == "selcompany"
         assert result.user is not None
         assert (result.user.company, result.user.home) == ("8", "7")
         assert result.user.permissions == ()
@@ -696,7 +935,7 @@ class TestParseReplySuccess:
             '<user id="1" login="zoe" name="Zoë Müller 東京" company="7" home="7"/>\n'
             "</response>\n"
         ).encode()
-        user = wire.parse_reply("login", 200, XML, body).user
+        user = reply("login", body).user
         assert user is not None
         assert user.name == "Zoë Müller 東京"
 
@@ -764,10 +1003,10 @@ class TestParseReplySuccess:
 
     @pytest.mark.parametrize("cmd", ["logout", "status", "save"])
     def test_commands_without_payload(self, cmd: str) -> None:
-        assert reply(cmd, f'<response result="success" cmd="{cmd}"/>\n') == wire.Reply(cmd)
+        assert reply(cmd, f'<response result="success" cmd="{cmd}"/>\n') == wire.Ack(cmd)
 
     def test_cmd_attribute_may_be_absent(self) -> None:
-        assert reply("logout", '<response result="success"/>') == wire.Reply("logout")
+        assert reply("logout", '<response result="success"/>') == wire.Ack("logout")
 
     def test_cmd_attribute_mismatch(self) -> None:
         with pytest.raises(ProtocolError):
@@ -799,7 +1038,7 @@ class TestParseReplySuccess:
         tail = b"</response>"
         body = head + b" " * (wire.MAX_REPLY_BYTES - len(head) - len(tail)) + tail
         assert len(body) == wire.MAX_REPLY_BYTES
-        assert wire.parse_reply("logout", 200, XML, body) == wire.Reply("logout")
+        assert reply("logout", body) == wire.Ack("logout")
 
 
 class TestParseReplyHttp:
@@ -840,11 +1079,11 @@ class TestParseReplyHttp:
         body = head + b" " * (wire.MAX_REPLY_BYTES - len(head) - len(tail) + 1) + tail
         assert len(body) == wire.MAX_REPLY_BYTES + 1
         with pytest.raises(ProtocolError):
-            wire.parse_reply("logout", 200, XML, body)
+            reply("logout", body)
 
     def test_large_garbage_refused_before_parsing(self) -> None:
         with pytest.raises(ProtocolError, match="bytes"):
-            wire.parse_reply("logout", 200, XML, b"<" * (2 * wire.MAX_REPLY_BYTES))
+            reply("logout", b"<" * (2 * wire.MAX_REPLY_BYTES))
 
 
 class TestParseReplyMalformed:
@@ -863,6 +1102,9 @@ class TestParseReplyMalformed:
             '<response result="success" cmd="logout">&nbsp;</response>',
             '<response result="success" cmd="logout">&undefined;</response>',
             b'<response result="success" cmd="logout">\xff\xfe</response>',
+            '<?xml version="1.0" encoding="b"?><response result="success"/>',
+            '<?xml version="1.0" encoding="no-such-codec"?><response result="success"/>',
+            '<?xml version="1.0" encoding="utf-7"?><response result="success"/>',
         ],
     )
     def test_malformed(self, body: str | bytes) -> None:
@@ -955,6 +1197,18 @@ class TestParseReplyMalformed:
         with pytest.raises(ProtocolError, match=missing):
             reply(cmd, body)
 
+    @given(
+        st.one_of(
+            st.binary(max_size=80),
+            st.lists(st.sampled_from(XML_PIECES), max_size=12).map(b"".join),
+        ),
+        st.sampled_from(sorted(COMMANDS)),
+    )
+    @settings(max_examples=500, derandomize=True, deadline=None)
+    def test_any_body_stays_in_the_error_tree(self, body: bytes, name: str) -> None:
+        with contextlib.suppress(PbxError):
+            wire.parse_reply(COMMANDS[name], 200, XML, body)
+
 
 class TestParseReplyFailures:
     @pytest.mark.parametrize(
@@ -1035,9 +1289,9 @@ class TestParseReplyFailures:
 class TestRtcReset:
     def test_getnew_reply(self) -> None:
         body = f'<response result="success" cmd="rtcreset">\n<rtc pass="{SECRET}"/>\n</response>\n'
-        result = reply("rtcreset", body)
-        assert result.rtc_password == SECRET
-        assert result.user is None
+        result = reply("rtcreset-getnew", body)
+        assert result == wire.RtcPassword(SECRET)
+        assert result.password == SECRET
         assert SECRET not in repr(result)
         assert SECRET not in str(result)
         assert SECRET not in repr([result])
@@ -1048,12 +1302,17 @@ class TestRtcReset:
             '<rtc pass="a&quot;b&amp;c&lt;d"/>\n'
             "</response>\n"
         )
-        assert reply("rtcreset", body).rtc_password == 'a"b&c<d'
+        assert reply("rtcreset-getnew", body).password == 'a"b&c<d'
 
-    def test_release_reply_has_no_password(self) -> None:
+    @pytest.mark.parametrize("inner", ["", "<rtc/>", '<rtc pass=""/>', '<other pass="x"/>'])
+    def test_getnew_reply_without_password(self, inner: str) -> None:
+        body = f'<response result="success" cmd="rtcreset">{inner}</response>'
+        with pytest.raises(ProtocolError):
+            reply("rtcreset-getnew", body)
+
+    def test_release_reply_is_an_ack(self) -> None:
         result = reply("rtcreset", '<response result="success" cmd="rtcreset"/>\n')
-        assert result == wire.Reply("rtcreset")
-        assert result.rtc_password is None
+        assert result == wire.Ack("rtcreset")
 
     def test_stale(self) -> None:
         with pytest.raises(StaleCredentialError) as info:
@@ -1061,7 +1320,7 @@ class TestRtcReset:
         assert info.value.code == "stale"
 
     def test_reply_repr_hides_password_even_when_built_directly(self) -> None:
-        assert SECRET not in repr(wire.Reply("rtcreset", rtc_password=SECRET))
+        assert SECRET not in repr(wire.RtcPassword(SECRET))
 
 
 class TestLoadHistory:
@@ -1074,19 +1333,19 @@ class TestLoadHistory:
         )
 
     def test_empty_list(self) -> None:
-        assert reply("load", self.body(b64json([]))).history == ()
+        assert reply("load", self.body(b64json([]))).records == ()
 
     def test_records(self) -> None:
         records = [{"id": "c1", "state": "ended"}, {"id": "c2", "who": "Zoë"}]
-        assert reply("load", self.body(b64json(records))).history == tuple(records)
+        assert reply("load", self.body(b64json(records))).records == tuple(records)
 
     def test_surrounding_whitespace_tolerated(self) -> None:
         text = f"\n  {b64json([{'a': 1}])}  \n"
-        assert reply("load", self.body(text)).history == ({"a": 1},)
+        assert reply("load", self.body(text)).records == ({"a": 1},)
 
     def test_more_than_50_keeps_newest(self) -> None:
         records = [{"n": i} for i in range(55)]
-        assert reply("load", self.body(b64json(records))).history == tuple(records[5:])
+        assert reply("load", self.body(b64json(records))).records == tuple(records[5:])
 
     @pytest.mark.parametrize(
         "text",
@@ -1141,14 +1400,18 @@ class TestSessionCookie:
         ],
     )
     def test_with_attributes(self, header: str) -> None:
-        assert wire.session_cookie([header]) == "abc123"
+        assert wire.session_cookie([header], HOST) == wire.CookieUpdate("abc123")
 
     def test_url_safe_token_value(self) -> None:
         value = "kq3-_Zx9AbCdEfGhIjKlMn"
-        assert wire.session_cookie([f"Red60urne={value}; HttpOnly; Path=/"]) == value
+        assert wire.session_cookie([f"Red60urne={value}; HttpOnly; Path=/"], HOST) == (
+            wire.CookieUpdate(value)
+        )
 
     def test_value_with_equals(self) -> None:
-        assert wire.session_cookie(["Red60urne=YWJj==; Path=/"]) == "YWJj=="
+        assert wire.session_cookie(["Red60urne=YWJj==; Path=/"], HOST) == wire.CookieUpdate(
+            "YWJj=="
+        )
 
     def test_other_cookies_ignored(self) -> None:
         headers = [
@@ -1157,14 +1420,14 @@ class TestSessionCookie:
             "red60urne=lower; Path=/",
             "Red60urne=found; HttpOnly; Path=/",
         ]
-        assert wire.session_cookie(headers) == "found"
+        assert wire.session_cookie(headers, HOST) == wire.CookieUpdate("found")
 
     def test_only_other_cookies(self) -> None:
-        assert wire.session_cookie(["other=1; Path=/", "x=y"]) is None
+        assert wire.session_cookie(["other=1; Path=/", "x=y"], HOST) is None
 
     def test_attribute_named_like_cookie_is_not_the_cookie(self) -> None:
         # After the first pair everything is an attribute (RFC 6265 5.2).
-        assert wire.session_cookie(["other=1; Red60urne=evil; Path=/"]) is None
+        assert wire.session_cookie(["other=1; Red60urne=evil; Path=/"], HOST) is None
 
     @pytest.mark.parametrize(
         "headers",
@@ -1179,18 +1442,107 @@ class TestSessionCookie:
         ],
     )
     def test_absent(self, headers: list[str]) -> None:
-        assert wire.session_cookie(headers) is None
+        assert wire.session_cookie(headers, HOST) is None
 
     def test_accepts_any_iterable(self) -> None:
-        assert wire.session_cookie(iter(["Red60urne=v1; Path=/"])) == "v1"
+        assert wire.session_cookie(iter(["Red60urne=v1; Path=/"]), HOST) == wire.CookieUpdate("v1")
 
     def test_cookie_header(self) -> None:
         assert wire.cookie_header("abc123") == "Red60urne=abc123"
 
     def test_round_trip(self) -> None:
-        value = wire.session_cookie(["Red60urne=tok_en-1; HttpOnly; Secure; Path=/"])
+        update = wire.session_cookie(["Red60urne=tok_en-1; HttpOnly; Secure; Path=/"], HOST)
+        assert update is not None
+        value = update.value
         assert value is not None
         assert wire.cookie_header(value) == "Red60urne=tok_en-1"
+
+
+class TestSessionCookieLifetime:
+    """Issue 14 "Less hand-written parsing" and 15.6: deletion, domain, size."""
+
+    HOST = "pbx.example.com"
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Red60urne=deleted; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+            "Red60urne=deleted; expires=Thu, 01-Jan-1970 00:00:01 GMT; Path=/",
+            "Red60urne=abc; Max-Age=0",
+            "Red60urne=abc; Max-Age=-1; Path=/",
+            "Red60urne=; Max-Age=0",
+            "Red60urne=abc; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=0",
+            "Red60urne=abc; Domain=example.com; Max-Age=0",
+        ],
+    )
+    def test_deleted_or_expired_clears(self, header: str) -> None:
+        assert wire.session_cookie([header], self.HOST) == wire.CookieUpdate(None)
+
+    def test_max_age_wins_over_a_past_expires(self) -> None:
+        header = "Red60urne=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=60"
+        assert wire.session_cookie([header], self.HOST) == wire.CookieUpdate("abc")
+
+    def test_bad_expiry_attributes_are_ignored(self) -> None:
+        for header in ("Red60urne=abc; Expires=someday", "Red60urne=abc; Max-Age=soon"):
+            assert wire.session_cookie([header], self.HOST) == wire.CookieUpdate("abc")
+
+    def test_expiry_against_the_given_clock(self) -> None:
+        header = "Red60urne=abc; Expires=Wed, 21 Oct 2037 07:28:00 GMT"
+        assert wire.session_cookie([header], self.HOST, now=0) == wire.CookieUpdate("abc")
+        assert wire.session_cookie([header], self.HOST, now=3e9) == wire.CookieUpdate(None)
+
+    @pytest.mark.parametrize(
+        ("domain", "host", "kept"),
+        [
+            ("pbx.example.com", "pbx.example.com", True),
+            (".pbx.example.com", "pbx.example.com", True),
+            ("example.com", "pbx.example.com", True),
+            ("EXAMPLE.com", "pbx.example.com", True),
+            ("evil.example", "pbx.example.com", False),
+            ("ample.com", "pbx.example.com", False),
+            ("sub.pbx.example.com", "pbx.example.com", False),
+            ("0.0.1", "127.0.0.1", False),
+            ("127.0.0.1", "127.0.0.1", True),
+            ("example.com", "https://pbx.example.com:8443", True),
+            ("evil.example", "https://pbx.example.com", False),
+        ],
+    )
+    def test_domain(self, domain: str, host: str, kept: bool) -> None:
+        header = f"Red60urne=abc; Domain={domain}; Path=/"
+        expected = wire.CookieUpdate("abc") if kept else None
+        assert wire.session_cookie([header], host) == expected
+
+    def test_foreign_domain_deletion_ignored(self) -> None:
+        header = "Red60urne=x; Domain=evil.example; Max-Age=0"
+        assert wire.session_cookie([header], self.HOST) is None
+
+    def test_size_cap(self) -> None:
+        room = wire.MAX_COOKIE_BYTES - len("Red60urne=")
+        at_cap = "a" * room
+        assert wire.session_cookie([f"Red60urne={at_cap}"], self.HOST) == wire.CookieUpdate(at_cap)
+        assert wire.session_cookie([f"Red60urne={at_cap}b"], self.HOST) is None
+        assert wire.session_cookie(["Red60urne=" + "a" * 1_000_000], self.HOST) is None
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Red60urne=abc; Partitioned",
+            "Red60urne=abc; Path=/; Secure; HttpOnly; Partitioned",
+            "Red60urne=abc; Partitioned; SameSite=None; Secure",
+            "Red60urne=abc; Priority=High; Unknown=1; flag",
+        ],
+    )
+    def test_unknown_attributes_keep_the_cookie(self, header: str) -> None:
+        assert wire.session_cookie([header], self.HOST) == wire.CookieUpdate("abc")
+
+    def test_last_header_wins(self) -> None:
+        headers = ["Red60urne=one; Path=/", "Red60urne=deleted; Max-Age=0"]
+        assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate(None)
+        assert wire.session_cookie(headers[::-1], self.HOST) == wire.CookieUpdate("one")
+
+    def test_repr_hides_the_value(self) -> None:
+        assert SECRET not in repr(wire.CookieUpdate(SECRET))
+        assert SECRET not in repr([wire.CookieUpdate(SECRET)])
 
 
 # ======================================================================= feed
@@ -1398,3 +1750,9 @@ class TestCallRecord:
         assert record is not None
         data = dict(form(wire.save_history_command([record])))["data"]
         assert json.loads(base64.b64decode(data)) == [{"state": "ended", "id": "c9"}]
+
+
+@pytest.mark.parametrize("uri", ["HTTPS://PBX:443", "Https://pbx:443/", "https://PBX"])
+def test_an_upper_case_scheme_is_one_key_too(uri: str) -> None:
+    # Found by a second review: httpx keeps the port of "HTTPS://PBX:443".
+    assert wire.validate_host(uri) == "https://pbx"

@@ -263,7 +263,7 @@ class Session(metaclass=_NoPublicConstructor):
             login = self._core.current_login()
             if getnew:
                 reply = await login.route.send(
-                    wire.rtc_reset_command(getnew=True), self._core.deadline()
+                    wire.rtc_new_password_command(), self._core.deadline()
                 )
                 login.rtc_password = reply.password
             else:

@@ -1,33 +1,31 @@
 """The PBX wire protocol (PROTOCOL.md v1): the only module that knows it.
 
-Pure functions, no I/O: host rules, command forms and their typed replies,
-failure codes, the session cookie, and the live feed's URL, frames, error
-numbers and handshake statuses. Adapting pbxsession to another PBX dialect
-is a change to this file alone.
+Pure functions, no I/O: host rules, typed commands and their replies, the
+failure codes, the session cookie, and the live feed's URL and frames.
+Adapting pbxsession to another PBX dialect is a change to this file alone.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.message
 import enum
+import functools
 import ipaddress
 import json
 import re
 import secrets
+import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
-from typing import Any, Generic, Literal, TypeVar, overload
+from http import cookiejar
+from typing import Any, Generic, TypeVar
 from xml.etree.ElementTree import Element
 
-import defusedxml.ElementTree as SafeXML
 import httpx
-from defusedxml import DefusedXmlException
 
+from . import _safexml
 from ._errors import (
     CommandError,
     InvalidArgumentError,
@@ -54,8 +52,8 @@ __all__ = [
     "FEED_PATH",
     "FORM_CONTENT_TYPE",
     "MAX_COOKIE_BYTES",
+    "MAX_FAILURE_TEXT",
     "MAX_HISTORY",
-    "MAX_MESSAGE_CHARS",
     "MAX_REPLY_BYTES",
     "SESSION_COOKIE",
     "Ack",
@@ -74,6 +72,7 @@ __all__ = [
     "cookie_header",
     "feed_reaction",
     "feed_url",
+    "handshake_errno",
     "is_loopback",
     "is_not_logged_in",
     "load_history_command",
@@ -82,6 +81,7 @@ __all__ = [
     "new_sub_id",
     "parse_feed_frame",
     "parse_reply",
+    "rtc_new_password_command",
     "rtc_reset_command",
     "save_history_command",
     "select_company_command",
@@ -99,14 +99,15 @@ SESSION_COOKIE = "Red60urne"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_REPLY_BYTES = 1 << 20
 MAX_HISTORY = 50
-#: RFC 6265 section 6.1: the least a client must keep; a larger cookie is ignored.
+#: A failure reply's text is kept (and so logged) up to this many UTF-8 bytes.
+MAX_FAILURE_TEXT = 1024
+#: RFC 6265 6.1's minimum a client must hold; a longer session cookie is ignored.
 MAX_COOKIE_BYTES = 4096
-#: A failure reply's human text is cut here (it ends up in messages and logs).
-MAX_MESSAGE_CHARS = 1024
 
+#: Failure codes (PROTOCOL.md "Failure codes").
+CODE_NOT_LOGGED_IN = "notloggedin"
 CODE_BAD_AUTH = "badauth"
 CODE_LOCKED = "locked"
-CODE_NOT_LOGGED_IN = "notloggedin"
 CODE_NO_ROLE = "norole"
 CODE_BAD_COMPANY = "badcompany"
 CODE_STALE = "stale"
@@ -117,28 +118,42 @@ _SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SHOWS = frozenset({"online", "away", "xa", "dnd", "offline"})
 #: RFC 6265 cookie-octets: what a cookie value may hold and be presented back.
 _COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_MAX_URI_CHARS = 2048
-_MAX_HOSTNAME_CHARS = 253
+#: Control characters and line breaks: never in a user name, sent or received.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: The standard library's ``Set-Cookie`` parser (what ``CookieJar`` uses; not in typeshed).
+_parse_set_cookie: Callable[[list[str]], list[list[tuple[str, Any]]]] = cookiejar.parse_ns_headers  # type: ignore[attr-defined]
+#: Longest quoted piece of a reply an error message carries.
+_QUOTED = 64
 
 
-def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` cut to ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, ending in "…" when cut."""
+    if len(text) * 4 <= limit:  # fast path: cannot be over, whatever it holds
         return text
-    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: max(limit - 3, 0)].decode("utf-8", "ignore") + "\u2026"
 
 
 # --------------------------------------------------------------------- hosts
+
+#: Longest URI looked at: a 253-character name, a scheme, brackets and a port fit.
+_MAX_URI = 300
+_MAX_HOSTNAME = 253
+#: One DNS label (RFC 1123), lower case after httpx; "_" is tolerated as in the wild.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+#: A last label that makes the name an IPv4 address (WHATWG "ends in a number").
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
 def is_loopback(hostname: str) -> bool:
     """Whether ``hostname`` names this machine: ``localhost``, 127.0.0.0/8 or ``::1``.
 
-    ``*.localhost`` names are not counted: nothing guarantees a resolver
-    keeps them on this machine.
+    ``*.localhost`` does not count: nothing guarantees that the resolver in
+    use sends it to this machine.
     """
-    name = hostname.strip("[]").lower().rstrip(".")
+    name = hostname.strip("[]").lower()
     if name == "localhost":
         return True
     try:
@@ -150,83 +165,79 @@ def is_loopback(hostname: str) -> bool:
 def validate_host(uri: str, *, websocket: bool = False, allow_insecure: bool = False) -> str:
     """Check ``uri`` against PROTOCOL.md's host rules; return it as ``scheme://host[:port]``.
 
-    The URI is normalised with ``httpx.URL`` first (scheme and host in lower
-    case, the scheme's default port and a trailing ``/`` dropped, an
-    internationalised name in its IDNA form), so that one PBX is one key.
+    Normalised by :class:`httpx.URL` first: lower case, IDNA (``xn--``) form,
+    default port and trailing ``/`` dropped, so one PBX has one spelling.
     Plain ``http``/``ws`` is accepted for loopback hosts, and for others only
     with ``allow_insecure``. Raises :class:`InvalidHostError`.
     """
-    _check_as_written(uri, websocket)
-    url = _url(uri)
-    hostname = url.raw_host.decode("ascii").lower()
-    _check_hostname(hostname)
-    port = url.port
-    if port is not None and not 1 <= port <= 65535:
+    if type(websocket) is not bool or type(allow_insecure) is not bool:
+        raise InvalidArgumentError("websocket and allow_insecure must be booleans")
+    _check_raw_uri(uri)
+    scheme, sep, rest = uri.partition("://")
+    try:
+        # httpx drops a default port only for a scheme written in lower case.
+        url = httpx.URL(scheme.lower() + sep + rest)
+        raw_host = url.raw_host.decode("ascii", "replace")
+        port = url.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidHostError(f"host is not a valid URI: {exc}") from None
+    secure, plain = ("wss", "ws") if websocket else ("https", "http")
+    if url.scheme not in (secure, plain):
+        raise InvalidHostError(f"host must start with {secure}:// or {plain}://")
+    if url.raw_path != b"/" or url.userinfo:
+        raise InvalidHostError("host must not carry a path or user information")
+    _check_hostname(raw_host)
+    if port is not None and not 0 < port <= 65535:
         raise InvalidHostError("host port must be 1 to 65535")
-    scheme = url.scheme
-    secure = "wss" if websocket else "https"
-    if scheme != secure and not allow_insecure and not is_loopback(hostname):
+    if url.scheme == plain and not allow_insecure and not is_loopback(raw_host):
         raise InvalidHostError(
-            f"{scheme}:// is only allowed for loopback hosts; pass allow_insecure=True"
+            f"{plain}:// is only allowed for loopback hosts; pass allow_insecure=True"
         )
-    netloc = f"[{hostname}]" if ":" in hostname else hostname
+    netloc = f"[{raw_host}]" if ":" in raw_host else raw_host
     if port is not None:
         netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}"
+    return f"{url.scheme}://{netloc}"
 
 
-def _check_as_written(uri: object, websocket: bool) -> None:
-    """The checks that need the text as written (before normalising)."""
+def _check_raw_uri(uri: object) -> None:
+    """The rules httpx would not enforce, or would not survive (size, user info)."""
     if not isinstance(uri, str):
         raise InvalidHostError("host must be a string")
     if not uri:
         raise InvalidHostError("host is empty")
-    if len(uri) > _MAX_URI_CHARS:
-        raise InvalidHostError(f"host is longer than {_MAX_URI_CHARS} characters")
+    if len(uri) > _MAX_URI:
+        raise InvalidHostError(f"host is over {_MAX_URI} characters")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in uri):
         raise InvalidHostError("host contains whitespace or control characters")
-    secure, plain = ("wss", "ws") if websocket else ("https", "http")
-    try:
-        parts = urllib.parse.urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise InvalidHostError(f"host is not a valid URI: {exc}") from None
-    if parts.scheme.lower() not in (secure, plain):
-        raise InvalidHostError(f"host must start with {secure}:// or {plain}://")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+    # Checked here, before parsing, so no password in user info reaches a message.
+    if "@" in uri:
         raise InvalidHostError("host must not carry user information")
-    if parts.query or parts.fragment or "?" in uri or "#" in uri:
+    if any(c in uri for c in "?#\\"):
         raise InvalidHostError("host must not carry a query or fragment")
-    if parts.path not in ("", "/"):
-        raise InvalidHostError("host must not carry a path")
-    if not parts.hostname:
-        raise InvalidHostError("host has no valid hostname")
 
 
-def _url(uri: str) -> httpx.URL:
-    try:
-        url = httpx.URL(uri)
-        url.raw_host.decode("ascii")
-    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
-        raise InvalidHostError(f"host is not a valid host name: {clip(str(exc), 200)}") from None
-    return url
-
-
-def _check_hostname(hostname: str) -> None:
-    """A DNS name of 1-63 character labels, at most 253 in all, or an IP literal."""
-    try:
-        ipaddress.ip_address(hostname)
-    except ValueError:
-        pass
-    else:
+def _check_hostname(host: str) -> None:
+    """An IP address, or a DNS name of at most 253 characters in 1-63-character labels."""
+    if not host:
+        raise InvalidHostError("host has no hostname")
+    if ":" in host:  # httpx only lets an IPv6 literal through with a colon
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise InvalidHostError("host is not a valid IPv6 address") from None
         return
-    if len(hostname) > _MAX_HOSTNAME_CHARS:
-        raise InvalidHostError(f"host name is longer than {_MAX_HOSTNAME_CHARS} characters")
-    labels = hostname.removesuffix(".").split(".")
+    if len(host) > _MAX_HOSTNAME:
+        raise InvalidHostError(f"hostname is over {_MAX_HOSTNAME} characters")
+    labels = host.split(".")
     if not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidHostError(
-            "host name labels must be 1 to 63 letters, digits or hyphens, not empty"
+            "hostname labels are 1 to 63 letters, digits, '-' or '_', and no '-' at an end"
         )
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise InvalidHostError("host is not a valid IPv4 address") from None
 
 
 def ws_host_for(host: str) -> str:
@@ -254,268 +265,69 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class UserReply:
-    """A reply that describes the user: ``login`` and ``selcompany``."""
+    """The reply to ``login`` and ``selcompany``: the user, as the PBX sees it now."""
 
     user: User
 
 
 @dataclass(frozen=True, slots=True)
 class RtcPassword:
-    """The reply to ``rtcreset getnew=1``: the new WebRTC password."""
+    """The reply to ``rtcreset getnew=1``: the new WebRTC password (``repr`` hides it)."""
 
     password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryReply:
-    """The reply to ``load type=history``: the saved call records, oldest first."""
+    """The reply to ``load type=history``: the newest saved call records, oldest first."""
 
     records: tuple[Mapping[str, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """A success that carries nothing: ``logout``, ``status``, ``save``, ``rtcreset``."""
+    """The reply to a command that carries nothing back but success."""
 
     cmd: str
-
-
-# ------------------------------------------------------------------ commands
-
-
-@dataclass(frozen=True, slots=True)
-class Command(Generic[R]):
-    """One command, ready to encode, and how to read its success reply.
-
-    ``parse`` turns the ``<response result="success">`` root into the typed
-    reply. ``retry_safe`` says whether repeating it after an HTTP 5xx is
-    harmless (PROTOCOL.md: never ``rtcreset`` nor a password login). Its
-    ``repr`` hides the secret fields.
-    """
-
-    cmd: str
-    fields: tuple[tuple[str, str], ...]
-    parse: Callable[[Element], R] = field(repr=False)
-    retry_safe: bool = False
-    secret_fields: frozenset[str] = field(default_factory=frozenset)
-
-    def encode(self, subid: str | None) -> bytes:
-        """The percent-encoded form body, with ``subid`` when one is active."""
-        pairs = [("cmd", self.cmd), *self.fields]
-        if subid is not None:
-            pairs.append(("subid", subid))
-        return urllib.parse.urlencode(pairs).encode("ascii")
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={'***' if k in self.secret_fields else v!r}" for k, v in self.fields
-        )
-        return f"Command({self.cmd}{': ' if shown else ''}{shown})"
-
-
-def _text_argument(name: str, value: object, *, empty_ok: bool = False) -> str:
-    """A form value: a string of encodable text without control characters."""
-    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidArgumentError(f"{name} must be a string without control characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(f"{name} is not valid text (a lone surrogate?)") from None
-    if not value and not empty_ok:
-        raise InvalidArgumentError(f"{name} is empty")
-    return value
 
 
 def _ack(cmd: str) -> Callable[[Element], Ack]:
-    return lambda _root: Ack(cmd)
+    reply = Ack(cmd)
+    return lambda _root: reply
 
 
-def login_command(
-    username: str, password: str | None, *, checkonly: bool = False
-) -> Command[UserReply]:
-    """``login``: with a password, or ``checkonly`` (adopt an existing login, no password).
+def _user_parser(cmd: str, username: str = "") -> Callable[[Element], UserReply]:
+    """The parser of a reply carrying the user; ``username``: the one it must be."""
 
-    The reply must describe the user asked for (when a name was given).
-    """
-    username = _text_argument("username", username, empty_ok=checkonly is True)
-    if not isinstance(checkonly, bool):
-        raise InvalidArgumentError("checkonly must be True or False")
-    parse = _login_parser(username)
-    if checkonly:
-        if password is not None:
-            raise InvalidArgumentError("a checkonly login takes no password")
-        fields = (("sessionUser", username), ("checkonly", "1"))
-        return Command("login", fields, parse, retry_safe=True)
-    if password is None or password == "":
-        raise InvalidArgumentError("a password is required unless checkonly=True")
-    password = _text_argument("password", password)
-    fields = (("sessionUser", username), ("sessionPass", password))
-    return Command("login", fields, parse, secret_fields=frozenset({"sessionPass"}))
-
-
-def _login_parser(username: str) -> Callable[[Element], UserReply]:
     def parse(root: Element) -> UserReply:
-        user = _user("login", root)
+        user = _user(cmd, root)
         if username and user.login != username:
-            raise ProtocolError(f"the login reply is for another user than {username!r}")
+            # Exact, as the PBX compares: a reply about someone else is no login of ours.
+            raise ProtocolError(f"reply to {cmd} is for another user than {username!r}")
         return UserReply(user)
 
     return parse
-
-
-def logout_command() -> Command[Ack]:
-    """``logout``."""
-    return Command("logout", (), _ack("logout"), retry_safe=True)
-
-
-def check_company(user: User, company_id: str) -> None:
-    """Refuse, before any I/O, what the PBX would refuse of ``selcompany``.
-
-    ``norole`` for a user with fewer than two companies, ``badcompany`` for
-    an id not among them (PROTOCOL.md).
-    """
-    _text_argument("company_id", company_id)
-    if not user.is_multi_company:
-        raise command_error(
-            "selcompany", CODE_NO_ROLE, f"{user.login} does not administer several companies"
-        )
-    if company_id not in {c.id for c in user.companies}:
-        raise command_error(
-            "selcompany", CODE_BAD_COMPANY, f"{company_id!r} is not one of the login's companies"
-        )
-
-
-def select_company_command(company_id: str) -> Command[UserReply]:
-    """``selcompany``."""
-    company_id = _text_argument("company_id", company_id)
-    return Command("selcompany", (("company", company_id),), _company_reply, retry_safe=True)
-
-
-def _company_reply(root: Element) -> UserReply:
-    return UserReply(_user("selcompany", root))
-
-
-@overload
-def rtc_reset_command(
-    *, release: str | None = None, getnew: Literal[False] = False
-) -> Command[Ack]: ...
-@overload
-def rtc_reset_command(
-    *, release: str | None = None, getnew: Literal[True]
-) -> Command[RtcPassword]: ...
-def rtc_reset_command(
-    *, release: str | None = None, getnew: bool = False
-) -> Command[Ack] | Command[RtcPassword]:
-    """``rtcreset``: ``release`` is the password being given up (stale-checked).
-
-    With ``getnew`` the reply carries the new password (:class:`RtcPassword`).
-    """
-    fields: list[tuple[str, str]] = []
-    if release is not None:
-        fields.append(("pass", _text_argument("release", release)))
-    secret = frozenset({"pass"})
-    if getnew:
-        fields.append(("getnew", "1"))
-        return Command("rtcreset", tuple(fields), _rtc_password, secret_fields=secret)
-    return Command("rtcreset", tuple(fields), _ack("rtcreset"), secret_fields=secret)
 
 
 def _rtc_password(root: Element) -> RtcPassword:
     rtc = root.find("rtc")
     password = None if rtc is None else rtc.get("pass")
     if not password:
-        raise ProtocolError("rtcreset getnew=1 reply carries no password")
+        raise ProtocolError("reply to rtcreset getnew=1 carries no password")
     return RtcPassword(password)
 
 
-def status_command(show: str, text: str | None = None) -> Command[Ack]:
-    """``status``: chat presence ``show`` with an optional status text."""
-    if show not in _SHOWS:
-        raise InvalidArgumentError(f"show must be one of {sorted(_SHOWS)}")
-    fields = [("show", show)]
-    if text is not None:
-        fields.append(("status", _text_argument("text", text, empty_ok=True)))
-    return Command("status", tuple(fields), _ack("status"), retry_safe=True)
-
-
-def save_history_command(records: Sequence[Mapping[str, Any]]) -> Command[Ack]:
-    """``save type=history``: the newest :data:`MAX_HISTORY` records, oldest first."""
-    kept = list(records)[-MAX_HISTORY:]
-    data = base64.b64encode(json.dumps(kept, separators=(",", ":")).encode()).decode("ascii")
-    fields = (("type", "history"), ("data", data))
-    return Command("save", fields, _ack("save"), retry_safe=True)
-
-
-def load_history_command() -> Command[HistoryReply]:
-    """``load type=history``."""
-    return Command("load", (("type", "history"),), _history, retry_safe=True)
-
-
-# ------------------------------------------------------------------ parsing
-
-
-_FAILURES: Mapping[str, type[CommandError]] = {
-    CODE_NO_ROLE: PermissionDeniedError,
-    CODE_BAD_COMPANY: UnknownCompanyError,
-    CODE_STALE: StaleCredentialError,
-    CODE_NOT_LOGGED_IN: SessionLostError,
-}
-_LOGIN_FAILURES = frozenset({CODE_BAD_AUTH, CODE_LOCKED, CODE_NOT_LOGGED_IN})
-
-
-def command_error(cmd: str, code: str, message: str = "") -> CommandError:
-    """The exception for a ``result="fail"`` reply to ``cmd`` with ``code``."""
-    message = clip(message)
-    if cmd == "login" and code in _LOGIN_FAILURES:
-        return LoginError(cmd, code, message)
-    return _FAILURES.get(code, CommandError)(cmd, code, message)
-
-
-def is_not_logged_in(error: CommandError) -> bool:
-    """Whether ``error`` is the PBX saying the context is not logged in."""
-    return error.code == CODE_NOT_LOGGED_IN
-
-
-def parse_reply(command: Command[R], status: int, content_type: str | None, body: bytes) -> R:
-    """Parse the HTTP reply to ``command``; raise the documented error for a failure.
-
-    HTTP 5xx is :class:`PbxUnavailableError`; any other non-200, a wrong
-    content type, more than :data:`MAX_REPLY_BYTES`, XML that is malformed or
-    declares entities, or a reply missing what the command must carry is
-    :class:`ProtocolError`; ``result="fail"`` is a :class:`CommandError`.
-    """
-    cmd = command.cmd
-    root = _response_root(cmd, status, content_type, body)
-    result = root.get("result")
-    if result == "fail":
-        code = root.get("code")
-        if not code:
-            raise ProtocolError(f"failure reply to {cmd} carries no code")
-        raise command_error(cmd, code, (root.text or "").strip())
-    if result != "success":
-        raise ProtocolError(f"reply to {cmd} has result {clip(repr(result), 80)}")
-    return command.parse(root)
-
-
-def _response_root(cmd: str, status: int, content_type: str | None, body: bytes) -> Element:
-    if status >= 500:
-        raise PbxUnavailableError(f"the PBX failed: HTTP {status}")
-    if status != 200:
-        raise ProtocolError(f"unexpected HTTP {status} to {cmd}")
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media not in ("text/xml", "application/xml"):
-        raise ProtocolError(f"reply to {cmd} is {clip(media, 80) or 'untyped'}, not XML")
-    if len(body) > MAX_REPLY_BYTES:
-        raise ProtocolError(f"reply to {cmd} is over {MAX_REPLY_BYTES} bytes")
+def _history(root: Element) -> HistoryReply:
+    data = root.find("data")
+    if data is None:
+        raise ProtocolError("reply to load has no <data> element")
     try:
-        root: Element = SafeXML.fromstring(body, forbid_dtd=True)
-    except (DefusedXmlException, SafeXML.ParseError, ValueError) as exc:
-        raise ProtocolError(f"reply to {cmd} is not well-formed, safe XML: {exc}") from exc
-    if root.tag != "response":
-        raise ProtocolError(f"reply to {cmd} has root <{clip(root.tag, 80)}>, not <response>")
-    if root.get("cmd") not in (None, cmd):
-        raise ProtocolError(f"reply is for {clip(repr(root.get('cmd')), 80)}, not {cmd!r}")
-    return root
+        decoded = json.loads(base64.b64decode((data.text or "").strip(), validate=True))
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise ProtocolError("saved history is not base64 JSON") from exc
+    if not isinstance(decoded, list) or not all(isinstance(r, dict) for r in decoded):
+        raise ProtocolError("saved history is not a list of records")
+    return HistoryReply(tuple(decoded[-MAX_HISTORY:]))
 
 
 def _user(cmd: str, root: Element) -> User:
@@ -528,12 +340,11 @@ def _user(cmd: str, root: Element) -> User:
         if value is None:
             raise ProtocolError(f"<user> in the reply to {cmd} has no {name!r}")
         values[name] = value
-    login = values["login"]
-    if not login or any(ord(c) < 32 or ord(c) == 127 for c in login):
-        raise ProtocolError(f"<user> in the reply to {cmd} has an empty or broken login")
+    if not values["login"] or _CONTROL.search(values["login"]):
+        raise ProtocolError(f"<user> in the reply to {cmd} has an empty or unprintable login")
     return User(
         id=values["id"],
-        login=login,
+        login=values["login"],
         name=values["name"],
         company=values["company"],
         home=values["home"],
@@ -562,17 +373,209 @@ def _companies(cmd: str, root: Element) -> tuple[Company, ...]:
     return tuple(companies)
 
 
-def _history(root: Element) -> HistoryReply:
-    data = root.find("data")
-    if data is None:
-        raise ProtocolError("reply to load has no <data> element")
+# ------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True, slots=True)
+class Command(Generic[R]):
+    """One command, ready to encode, with the parser of its success reply.
+
+    ``retry_safe`` says whether repeating it after an HTTP 5xx is harmless
+    (PROTOCOL.md: never ``rtcreset`` nor a password login). Its ``repr``
+    hides secret fields. Every field must be encodable as UTF-8.
+    """
+
+    cmd: str
+    fields: tuple[tuple[str, str], ...]
+    parse: Callable[[Element], R] = field(compare=False)
+    retry_safe: bool = False
+    secret_fields: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        for name, value in self.fields:
+            if not isinstance(value, str) or not _utf8(value):
+                # Named, never quoted: the value may be a password.
+                raise InvalidArgumentError(f"{name} must be text that can be sent as UTF-8")
+
+    def encode(self, subid: str | None) -> bytes:
+        """The percent-encoded form body, with ``subid`` when one is active."""
+        pairs = [("cmd", self.cmd), *self.fields]
+        if subid is not None:
+            pairs.append(("subid", subid))
+        return urllib.parse.urlencode(pairs).encode("ascii")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={'***' if k in self.secret_fields else v!r}" for k, v in self.fields
+        )
+        return f"Command({self.cmd}{': ' if shown else ''}{shown})"
+
+
+def _utf8(text: str) -> bool:
     try:
-        decoded = json.loads(base64.b64decode((data.text or "").strip(), validate=True))
-    except (binascii.Error, ValueError, RecursionError) as exc:
-        raise ProtocolError("saved history is not base64 JSON") from exc
-    if not isinstance(decoded, list) or not all(isinstance(r, dict) for r in decoded):
-        raise ProtocolError("saved history is not a list of records")
-    return HistoryReply(tuple(decoded[-MAX_HISTORY:]))
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def login_command(
+    username: str, password: str | None, *, checkonly: bool = False
+) -> Command[UserReply]:
+    """``login``: with a password, or ``checkonly`` (adopt an existing login, no password).
+
+    The reply must be about ``username`` (any user for a ``checkonly`` with
+    an empty name).
+    """
+    if type(checkonly) is not bool:
+        raise InvalidArgumentError("checkonly must be a boolean")
+    if not isinstance(username, str) or _CONTROL.search(username):
+        raise InvalidArgumentError("username must be a string without control characters")
+    parse = _user_parser("login", username)
+    if checkonly:
+        if password is not None:
+            raise InvalidArgumentError("a checkonly login takes no password")
+        fields = (("sessionUser", username), ("checkonly", "1"))
+        return Command("login", fields, parse, retry_safe=True)
+    if not username:
+        raise InvalidArgumentError("username is empty")
+    if not isinstance(password, str) or not password:
+        raise InvalidArgumentError("a password is required unless checkonly=True")
+    fields = (("sessionUser", username), ("sessionPass", password))
+    return Command("login", fields, parse, secret_fields=frozenset({"sessionPass"}))
+
+
+def logout_command() -> Command[Ack]:
+    """``logout``."""
+    return Command("logout", (), _ack("logout"), retry_safe=True)
+
+
+def select_company_command(company_id: str) -> Command[UserReply]:
+    """``selcompany``."""
+    fields = (("company", company_id),)
+    return Command("selcompany", fields, _user_parser("selcompany"), retry_safe=True)
+
+
+def rtc_reset_command(*, release: str | None = None) -> Command[Ack]:
+    """``rtcreset``: ``release`` is the password being given up (stale-checked)."""
+    fields = () if release is None else (("pass", release),)
+    return Command("rtcreset", fields, _ack("rtcreset"), secret_fields=frozenset({"pass"}))
+
+
+def rtc_new_password_command() -> Command[RtcPassword]:
+    """``rtcreset getnew=1``: randomise the WebRTC password and return the new one."""
+    return Command("rtcreset", (("getnew", "1"),), _rtc_password)
+
+
+def status_command(show: str, text: str | None = None) -> Command[Ack]:
+    """``status``: chat presence ``show`` with an optional status text."""
+    if show not in _SHOWS:
+        raise InvalidArgumentError(f"show must be one of {sorted(_SHOWS)}")
+    fields = [("show", show)]
+    if text is not None:
+        fields.append(("status", text))
+    return Command("status", tuple(fields), _ack("status"), retry_safe=True)
+
+
+def save_history_command(records: Sequence[Mapping[str, Any]]) -> Command[Ack]:
+    """``save type=history``: the newest :data:`MAX_HISTORY` records, oldest first."""
+    kept = list(records)[-MAX_HISTORY:]
+    data = base64.b64encode(json.dumps(kept, separators=(",", ":")).encode()).decode("ascii")
+    fields = (("type", "history"), ("data", data))
+    return Command("save", fields, _ack("save"), retry_safe=True)
+
+
+def load_history_command() -> Command[HistoryReply]:
+    """``load type=history``."""
+    return Command("load", (("type", "history"),), _history, retry_safe=True)
+
+
+# ----------------------------------------------------------- reply envelope
+
+_FAILURES: Mapping[str, type[CommandError]] = {
+    CODE_NO_ROLE: PermissionDeniedError,
+    CODE_BAD_COMPANY: UnknownCompanyError,
+    CODE_STALE: StaleCredentialError,
+    CODE_NOT_LOGGED_IN: SessionLostError,
+}
+#: To ``login``, these say the login itself failed (not that a session was lost).
+_LOGIN_FAILURES = frozenset({CODE_BAD_AUTH, CODE_LOCKED, CODE_NOT_LOGGED_IN})
+
+
+def command_error(cmd: str, code: str, message: str = "") -> CommandError:
+    """The exception for a ``result="fail"`` reply to ``cmd`` with ``code``."""
+    if cmd == "login" and code in _LOGIN_FAILURES:
+        return LoginError(cmd, code, message)
+    return _FAILURES.get(code, CommandError)(cmd, code, message)
+
+
+def is_not_logged_in(error: CommandError) -> bool:
+    """Whether ``error`` is the PBX saying the context is not logged in."""
+    return error.code == CODE_NOT_LOGGED_IN
+
+
+def check_company(user: User, company_id: str) -> None:
+    """Refuse, before any I/O, what the PBX would refuse of ``selcompany``.
+
+    ``norole`` for a user with fewer than two companies, ``badcompany`` for
+    an id not among them (PROTOCOL.md).
+    """
+    if not isinstance(company_id, str) or not company_id:
+        raise InvalidArgumentError("company_id must be a non-empty string")
+    if not user.is_multi_company:
+        raise command_error(
+            "selcompany", CODE_NO_ROLE, f"{user.login} does not administer several companies"
+        )
+    if company_id not in {c.id for c in user.companies}:
+        raise command_error(
+            "selcompany",
+            CODE_BAD_COMPANY,
+            f"{clip(company_id, _QUOTED)!r} is not one of the login's companies",
+        )
+
+
+def parse_reply(command: Command[R], status: int, content_type: str | None, body: bytes) -> R:
+    """Parse the HTTP reply to ``command``; raise the documented error for a failure.
+
+    HTTP 5xx is :class:`PbxUnavailableError`; any other non-200, a wrong
+    content type, more than :data:`MAX_REPLY_BYTES`, XML that is malformed or
+    declares a DTD or entities, or a reply missing what ``command`` must
+    carry is :class:`ProtocolError`; ``result="fail"`` is a
+    :class:`CommandError` (its text cut to :data:`MAX_FAILURE_TEXT` bytes).
+    """
+    cmd = command.cmd
+    _check_envelope(cmd, status, content_type, body)
+    try:
+        root = _safexml.parse(body)
+    except _safexml.UnsafeXmlError as exc:
+        raise ProtocolError(f"reply to {cmd} is not well-formed, safe XML: {exc}") from None
+    if root.tag != "response":
+        raise ProtocolError(f"reply to {cmd} has root <{clip(root.tag, _QUOTED)}>, not <response>")
+    if root.get("cmd") not in (None, cmd):
+        raise ProtocolError(f"reply is for {clip(root.get('cmd', ''), _QUOTED)!r}, not {cmd!r}")
+    result = root.get("result")
+    if result == "fail":
+        code = root.get("code")
+        if not code:
+            raise ProtocolError(f"failure reply to {cmd} carries no code")
+        message = clip((root.text or "").strip(), MAX_FAILURE_TEXT)
+        raise command_error(cmd, clip(code, _QUOTED), message)
+    if result != "success":
+        raise ProtocolError(f"reply to {cmd} has result {clip(result or '', _QUOTED)!r}")
+    return command.parse(root)
+
+
+def _check_envelope(cmd: str, status: int, content_type: str | None, body: bytes) -> None:
+    """The HTTP status, media type and size rules, before any XML is read."""
+    if status >= 500:
+        raise PbxUnavailableError(f"the PBX failed: HTTP {status}")
+    if status != 200:
+        raise ProtocolError(f"unexpected HTTP {status} to {cmd}")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in ("text/xml", "application/xml"):
+        raise ProtocolError(f"reply to {cmd} is {clip(media, _QUOTED) or 'untyped'}, not XML")
+    if len(body) > MAX_REPLY_BYTES:
+        raise ProtocolError(f"reply to {cmd} is over {MAX_REPLY_BYTES} bytes")
 
 
 # -------------------------------------------------------------------- cookie
@@ -580,70 +583,87 @@ def _history(root: Element) -> HistoryReply:
 
 @dataclass(frozen=True, slots=True)
 class CookieUpdate:
-    """What a reply's ``Set-Cookie`` did to the session cookie.
+    """What a reply did to the session cookie: set ``value``, or clear it (``None``)."""
 
-    ``value`` is the new cookie, or ``None`` when the PBX deleted it
-    (expired, ``Max-Age=0``): the stored one is to be cleared.
+    value: str | None
+
+    def __repr__(self) -> str:
+        # The cookie is a credential: never shown.
+        return "CookieUpdate(clear)" if self.value is None else "CookieUpdate(set)"
+
+
+def session_cookie(
+    set_cookie_headers: Iterable[str], request_host: str, *, now: float | None = None
+) -> CookieUpdate | None:
+    """What a reply's ``Set-Cookie`` headers do to the session cookie, if anything.
+
+    Parsed as :mod:`http.cookiejar` parses them (unknown attributes such as
+    ``Partitioned`` are ignored, not fatal). ``CookieUpdate(None)`` when the
+    PBX deleted or expired it (``Max-Age`` <= 0, or ``Expires`` not after
+    ``now``); ``None`` when no header sets it for ``request_host`` (a bare
+    host name or a URL): one with a ``Domain`` that does not domain-match,
+    a value that is not RFC 6265 cookie-octets, or one over
+    :data:`MAX_COOKIE_BYTES` is ignored. The last header that applies wins.
     """
+    moment = time.time() if now is None else now
+    found = None
+    for header in set_cookie_headers:
+        update = _one_cookie(header, request_host, moment)
+        if update is not None:
+            found = update
+    return found
 
-    value: str | None = field(repr=False)
 
-
-_EXPIRY = re.compile(r";\s*(expires|max-age)\s*=[^;]*", re.IGNORECASE)
-
-
-def session_cookie(set_cookie_headers: Iterable[str], request_host: str) -> CookieUpdate | None:
-    """The change a reply to ``request_host`` makes to the session cookie, if any.
-
-    Parsed by the standard library's ``http.cookiejar`` (RFC 6265 rules:
-    expiry, ``Domain`` matching); only the value is kept. ``None``: no
-    change (no session cookie, one for another domain, or one over
-    :data:`MAX_COOKIE_BYTES` or with a value that cannot be sent back).
-    """
-    headers = [h for h in set_cookie_headers if _cookie_name(h) == SESSION_COOKIE]
-    if not headers:
+def _one_cookie(header: str, request_host: str, now: float) -> CookieUpdate | None:
+    if not header.lstrip().startswith(SESSION_COOKIE):  # the usual other cookie, not parsed
         return None
-    request = urllib.request.Request(request_host.rstrip("/") + COMMAND_PATH)
-    kept = _session_cookie_of(headers, request)
-    if kept is not None:
-        return _value_update(kept.value or "")
-    # The stdlib drops an expired cookie: it was a deletion if, expiry aside,
-    # the cookie would have been accepted for this host.
-    unexpired = [_EXPIRY.sub("", h) for h in headers]
-    return CookieUpdate(None) if _session_cookie_of(unexpired, request) is not None else None
-
-
-def _cookie_name(header: str) -> str:
-    return header.split(";", 1)[0].partition("=")[0].strip()
-
-
-def _session_cookie_of(headers: list[str], request: urllib.request.Request) -> Cookie | None:
-    jar = CookieJar(DefaultCookiePolicy())
-    message = email.message.Message()
-    for header in headers:
-        if len(header) > 2 * MAX_COOKIE_BYTES:
-            continue
-        message["Set-Cookie"] = header
-    jar.extract_cookies(_Response(message), request)  # type: ignore[arg-type]
-    return next((c for c in jar if c.name == SESSION_COOKIE), None)
-
-
-def _value_update(value: str) -> CookieUpdate | None:
+    parsed = _parse_set_cookie([header])
+    if not parsed:
+        return None
+    (name, value), *attributes = parsed[0]
+    if name != SESSION_COOKIE or value is None:
+        return None
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if len(value) > MAX_COOKIE_BYTES or not _COOKIE_VALUE.fullmatch(value):
+    if len(name) + 1 + len(value) > MAX_COOKIE_BYTES:
+        return None
+    attrs: dict[str, Any] = {key.lower(): attr for key, attr in attributes}
+    domain = attrs.get("domain")
+    if isinstance(domain, str) and not _domain_match(_cookie_host(request_host), domain):
+        return None
+    if _expired(attrs, now):
+        return CookieUpdate(None)
+    if not _COOKIE_VALUE.fullmatch(value):
         return None
     return CookieUpdate(value)
 
 
-class _Response:
-    """The one method ``CookieJar.extract_cookies`` asks of a response."""
+@functools.lru_cache(maxsize=256)  # the same few hosts, reply after reply
+def _cookie_host(request_host: str) -> str:
+    if "://" in request_host:
+        return httpx.URL(request_host).raw_host.decode("ascii", "replace")
+    return request_host.strip("[]").lower()
 
-    def __init__(self, message: email.message.Message) -> None:
-        self._message = message
 
-    def info(self) -> email.message.Message:
-        return self._message
+def _domain_match(host: str, domain: str) -> bool:
+    """RFC 6265 5.1.3; an empty ``Domain`` is ignored (5.2.3)."""
+    domain = domain.strip().lstrip(".").lower()
+    if not domain or host == domain:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host.endswith("." + domain)
+    return False  # an IP address matches itself only
+
+
+def _expired(attrs: Mapping[str, Any], now: float) -> bool:
+    """RFC 6265 5.2.1-2: ``Max-Age`` wins over ``Expires``; invalid ones are ignored."""
+    max_age = attrs.get("max-age")
+    if isinstance(max_age, str) and re.fullmatch(r"-?[0-9]+", max_age.strip()):
+        return int(max_age) <= 0
+    expires = attrs.get("expires")  # the parser made it seconds, or None
+    return isinstance(expires, (int, float)) and expires <= now
 
 
 def cookie_header(cookie: str) -> str:
