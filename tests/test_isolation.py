@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from _support import session_on
 
@@ -115,12 +116,9 @@ async def test_checkonly_without_a_user_and_no_login_sends_nothing(
 ) -> None:
     async with session_on(sim, store) as session:
         before = sim.command_count()
-        try:
+        with pytest.raises(LoginError) as caught:
             await session.login("", checkonly=True)
-        except LoginError as exc:
-            assert exc.code == "notloggedin"
-        else:  # pragma: no cover - the assertion below says what went wrong
-            raise AssertionError("adopted a login the store never saw")
+        assert caught.value.code == "notloggedin"
         assert sim.command_count() == before
         assert session.state is State.HOST_SET
 

@@ -6,18 +6,17 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from statemachine.exceptions import TransitionNotAllowed
 
 from pbxsession import InvalidStateError, SessionBusyError
 from pbxsession._lifecycle import (
     RULES,
     TRANSITIONS,
-    SessionMachine,
     Condition,
     Event,
     Lifecycle,
     Operation,
+    SessionMachine,
     State,
     rules_table,
     transitions,
