@@ -265,3 +265,73 @@ def test_lifecycle_module_does_no_io() -> None:
     source = Path(module.__file__).read_text(encoding="utf-8")
     for forbidden in ("import trio", "import httpx", "import socket", "async def", "await "):
         assert forbidden not in source
+
+
+# One test named after each rule (the rules table links to them): the row,
+# cell by cell, against the hand-written rules above.
+
+
+def check_rule(operation: Operation) -> None:
+    row = dict(rules_table())[operation]
+    for state in State:
+        probe = lifecycle_in(state)
+        if state in ALLOWED[operation]:
+            if operation is O.EXIT and state in (S.EXITING, S.CLOSED):
+                assert row[state] == "closed"
+                continue
+            rule = probe.begin(operation)
+            probe.succeeded(rule)
+            probe.end(rule)
+            expected = S.CLOSED if operation is O.EXIT else TARGET.get((operation, state), state)
+            assert probe.state is expected
+            assert row[state].split(" (")[0].endswith(expected.value)
+        elif state in ALLOWED_IF_SUB_ID.get(operation, set()):
+            probe.allowed(operation, frozenset({Condition.SUB_ID_ACTIVE_AT_LOGIN}))
+            with pytest.raises(InvalidStateError):
+                probe.allowed(operation)
+        else:
+            with pytest.raises(InvalidStateError):
+                probe.allowed(operation)
+
+
+def test_rule_set_host() -> None:
+    check_rule(O.SET_HOST)
+
+
+def test_rule_set_ws_host() -> None:
+    check_rule(O.SET_WS_HOST)
+
+
+def test_rule_get_sub_id() -> None:
+    check_rule(O.GET_SUB_ID)
+
+
+def test_rule_login() -> None:
+    check_rule(O.LOGIN)
+
+
+def test_rule_select_company() -> None:
+    check_rule(O.SELECT_COMPANY)
+
+
+def test_rule_rtc_reset() -> None:
+    check_rule(O.RTC_RESET)
+
+
+def test_rule_logout() -> None:
+    check_rule(O.LOGOUT)
+
+
+def test_rule_exit() -> None:
+    check_rule(O.EXIT)
+
+
+def test_rule_session_lost() -> None:
+    check_rule(O.SESSION_LOST)
+
+
+def test_every_rule_has_its_own_test() -> None:
+    from pbxsession.diagrams import rule_test_name
+
+    for operation in Operation:
+        assert callable(globals()[rule_test_name(operation)])

@@ -22,9 +22,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import RULES, Event, State, rules_table, transitions
+from . import RULES, Event, Operation, State, rules_table, transitions
 
-__all__ = ["dot", "embed", "generate", "main", "mermaid", "rules_markdown", "svg"]
+__all__ = [
+    "RULE_TESTS",
+    "dot",
+    "embed",
+    "generate",
+    "main",
+    "mermaid",
+    "rule_test_name",
+    "rules_markdown",
+    "svg",
+]
 
 
 def mermaid() -> str:
@@ -72,13 +82,26 @@ def svg(dot_source: str | None = None) -> str:
 def rules_markdown() -> str:
     """The state x operation table as Markdown: the state reached, or the error."""
     states = list(State)
-    header = "| operation | " + " | ".join(f"`{s.value}`" for s in states) + " | note |"
-    rule = "|---|" + "---|" * len(states) + "---|"
+    header = "| operation | " + " | ".join(f"`{s.value}`" for s in states) + " | note | test |"
+    rule = "|---|" + "---|" * len(states) + "---|---|"
     rows = [header, rule]
     for operation, row in rules_table():
-        cells = [_cell(row[s]) for s in states] + [RULES[operation].note]
+        cells = [_cell(row[s]) for s in states] + [RULES[operation].note, _test_link(operation)]
         rows.append(f"| `{operation.value}` | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+#: Where each rule's own test lives (``test_rule_<operation>``).
+RULE_TESTS = "https://github.com/pbxsession/pbxsession/blob/main/tests/test_lifecycle.py"
+
+
+def rule_test_name(operation: Operation) -> str:
+    """The name of the test that checks ``operation``'s rule, cell by cell."""
+    return f"test_rule_{operation.value}"
+
+
+def _test_link(operation: Operation) -> str:
+    return f"[`{rule_test_name(operation)}`]({RULE_TESTS})"
 
 
 def _cell(text: str) -> str:
