@@ -20,6 +20,11 @@ goes first, ``N`` times each:
 
 The figure is median(session) / median(bare); the target is at most 1.10.
 The order of the variants rotates every iteration.
+
+``--tls`` runs the same comparison over https (``pbxsession sim --tls``):
+every variant trusts the simulator's throw-away CA through one and the same
+``ssl.SSLContext`` and keeps its connection alive, so the figure is the
+library's overhead per operation on an established TLS connection.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class OverheadResult:
     transport_median_us: float = 0.0
     jar_median_us: float = 0.0
     cpu_us: dict[str, float] = field(default_factory=dict)  # client CPU per operation
+    tls: bool = False
 
     @property
     def ratio(self) -> float:
@@ -84,7 +90,8 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
     store = pbxsession.MemoryStore()
     times: dict[str, list[float]] = {"session": [], "transport": [], "bare": [], "jar": []}
     cpu: dict[str, float] = dict.fromkeys(times, 0.0)
-    async with pbxsession.open_session(sim.url, store=store, feed=None) as session:
+    verify = sim.verify()  # one trust for every variant: True, or a context trusting the CA
+    async with pbxsession.open_session(sim.url, store=store, feed=None, verify=verify) as session:
         await session.login("alice", "alice-pass")
         cookie = await store.get_cookie(sim.url, "alice")
         assert cookie is not None
@@ -94,9 +101,11 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
         target = sim.url + wire.COMMAND_PATH
         slot = _Slot(cookie)
         async with (
-            httpx.AsyncClient(trust_env=False) as bare,
-            httpx.AsyncClient(trust_env=False, cookies={wire.SESSION_COOKIE: cookie}) as jar,
-            new_http_client(trust_context(True)) as own,
+            httpx.AsyncClient(trust_env=False, verify=verify) as bare,
+            httpx.AsyncClient(
+                trust_env=False, verify=verify, cookies={wire.SESSION_COOKIE: cookie}
+            ) as jar,
+            new_http_client(trust_context(verify)) as own,
         ):
             transport = CommandTransport(client=own, retries=0)
 
@@ -146,17 +155,19 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
         transport_median_us=statistics.median(times["transport"]) * 1e6,
         jar_median_us=statistics.median(times["jar"]) * 1e6,
         cpu_us={name: total / iterations * 1e6 for name, total in cpu.items()},
+        tls=sim.tls,
     )
 
 
-def measure(iterations: int = 2000, warmup: int = 100) -> OverheadResult:
-    """Start a simulator process, measure, stop it; bounded by a five-minute ceiling."""
+def measure(iterations: int = 2000, warmup: int = 100, *, tls: bool = False) -> OverheadResult:
+    """Start a simulator process (https with ``tls``), measure, stop it; at most five minutes."""
     logging.getLogger("pbxsession").setLevel(logging.WARNING)
-    return run_with_simulator(_run, iterations, warmup, time_limit=CEILING)
+    return run_with_simulator(_run, iterations, warmup, time_limit=CEILING, tls=tls)
 
 
 def report(result: OverheadResult) -> None:
-    print(f"iterations: {result.iterations} each, interleaved")
+    scheme = "https (one SSLContext trusting the CA)" if result.tls else "http"
+    print(f"iterations: {result.iterations} each, interleaved, over {scheme}")
     print(f"{'variant':<10} {'median us':>10} {'p90 us':>10}")
     print(f"{'session':<10} {result.session_median_us:>10.1f} {result.session_p90_us:>10.1f}")
     print(f"{'bare':<10} {result.bare_median_us:>10.1f} {result.bare_p90_us:>10.1f}")
@@ -174,12 +185,13 @@ def report(result: OverheadResult) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--iterations", type=int, default=2000, help="per variant (100 to 100000)")
+    parser.add_argument("--tls", action="store_true", help="over https (sim --tls), same trust")
     args = parser.parse_args()
     if not 100 <= args.iterations <= 100_000:
         parser.error("--iterations must be 100 to 100000")
     print("benchmark:", shlex.join([sys.executable, *sys.argv]))
     print("machine:", machine())
-    result = measure(args.iterations)
+    result = measure(args.iterations, tls=args.tls)
     report(result)
     return 0 if result.met else 1
 

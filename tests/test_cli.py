@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pbxsession.sim import Simulator
+from pbxsession.sim import Simulator, open_simulator
 
 PASSWORD = "admin-pass"
 ROOT = Path(__file__).resolve().parent.parent
@@ -616,3 +616,46 @@ async def test_nested_state_dirs_are_private_under_umask_000(
         os.umask(old)
     for folder in (tmp_path / "a", tmp_path / "a" / "b", state):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def without_env_trust(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+
+
+async def test_cacert_against_a_tls_simulator_is_kept_for_later_commands(tmp_path: Path) -> None:
+    async with open_simulator(tls=True) as sim:
+        assert sim.ca_path is not None
+        login_args = ("login", "--host", sim.url, "--user", "admin")
+        env = without_env_trust(env_for(tmp_path, PBXSESSION_PASSWORD=PASSWORD))
+
+        refused = await run_cli(*login_args, env=env)
+        assert refused.returncode == 4
+        assert one_line_error(refused) == (
+            "pbxsession: TLS: certificate verify failed: unable to get local issuer "
+            f"certificate ({sim.url}); trust its CA with --cacert"
+        )
+
+        done = await run_cli(*login_args, "--cacert", sim.ca_path, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        # whoami adopts the login with the CA it was made with: no --cacert again
+        who = await run_cli("--json", "whoami", env=without_env_trust(env_for(tmp_path)))
+        assert who.returncode == 0, who.stderr.decode()
+        assert json.loads(who.stdout)["login"] == "admin"
+        out = await run_cli("--json", "logout", env=without_env_trust(env_for(tmp_path)))
+        assert out.returncode == 0, out.stderr.decode()
+        assert not [c for c in sim.contexts() if c["login"] == "admin"]
+
+        # PBXSESSION_CACERT is --cacert from the environment
+        by_env = env | {"PBXSESSION_CACERT": sim.ca_path}
+        again = await run_cli(*login_args, env=by_env)
+        assert again.returncode == 0, again.stderr.decode()
+
+
+async def test_cacert_must_exist(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-ca.pem")
+    result = await run_cli(
+        "login", "--host", "https://127.0.0.1:1", "--user", "admin", "--cacert", missing,
+        env=env_for(tmp_path, PBXSESSION_PASSWORD=PASSWORD),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--cacert" in result.stderr.decode()

@@ -9,18 +9,20 @@ a program in a process of its own, in an empty folder.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from pbxsession.sim import Simulator
+from pbxsession.sim import Simulator, open_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"^```python\n(.*?)^```$", README, flags=re.MULTILINE | re.DOTALL)
 EXAMPLE_HOST = "https://pbx.example.com"
+COMPANY_CA = "corp-ca.pem"
 
 
 def test_the_readme_has_python_blocks() -> None:
@@ -45,6 +47,18 @@ async def run(args: list[str], cwd: Path) -> trio.CompletedProcess[bytes]:
 
 @pytest.mark.parametrize("number", range(len(BLOCKS)))
 async def test_readme_block_runs_as_printed(sim: Simulator, tmp_path: Path, number: int) -> None:
+    if COMPANY_CA in BLOCKS[number]:
+        # The deployment example: a PBX over https with a certificate from a
+        # CA of its own, which the block trusts by the file name it shows.
+        async with open_simulator(tls=True) as tls_sim:
+            assert tls_sim.ca_path is not None
+            shutil.copy(tls_sim.ca_path, tmp_path / COMPANY_CA)
+            await run_block(tls_sim, tmp_path, number)
+        return
+    await run_block(sim, tmp_path, number)
+
+
+async def run_block(sim: Simulator, tmp_path: Path, number: int) -> None:
     source = BLOCKS[number].replace(EXAMPLE_HOST, sim.url)
     if "async def test_" in source:
         (tmp_path / "test_block.py").write_text(source, encoding="utf-8")

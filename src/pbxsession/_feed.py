@@ -331,6 +331,9 @@ async def _open_feed(
                         ssl_context=ssl_context or ssl.create_default_context(),
                         https_compatible=True,
                     )
+                    # Here, not in trio-websocket's reader task: there a refused
+                    # certificate only shows as a handshake timeout, much later.
+                    await stream.do_handshake()
                 else:
                     stream = await trio.open_tcp_stream(host, port)
                 ws = await trio_websocket.wrap_client_stream(

@@ -29,6 +29,7 @@ from .output import (
     report_dict,
 )
 from .profile import (
+    CACERT_ENV,
     Profile,
     adopted,
     bounded,
@@ -172,6 +173,12 @@ def sim(ctx: click.Context) -> None:
 @click.option("--subid", help="A sub-ID, to keep this login apart from others.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback host.")
+@click.option(
+    "--cacert",
+    envvar=CACERT_ENV,
+    type=click.Path(exists=True, resolve_path=True),
+    help=f"Trust this CA file or folder (a company CA; env {CACERT_ENV}); later commands keep it.",
+)
 @click.pass_context
 def login(
     ctx: click.Context,
@@ -181,6 +188,7 @@ def login(
     subid: str | None,
     password_stdin: bool,
     insecure: bool,
+    cacert: str | None,
 ) -> None:
     """Log in, and keep the login for later commands (the password is never stored)."""
     options = _options(ctx)
@@ -188,7 +196,13 @@ def login(
 
     async def work() -> None:
         async with open_cli_session(
-            options, host, ws_host=ws_host, subid=subid, insecure=insecure, feed=None
+            options,
+            host,
+            ws_host=ws_host,
+            subid=subid,
+            insecure=insecure,
+            feed=None,
+            cacert=cacert,
         ) as session:
             with spinner(options, "Logging in…"):
                 user = await bounded(options, lambda: session.login(username, password))
@@ -198,6 +212,7 @@ def login(
                 ws_host=ws_host,
                 subid=session.sub_id,
                 insecure=insecure,
+                cacert=cacert,
             )
             save_profile(options, profile)
             print_user(options, user, session)

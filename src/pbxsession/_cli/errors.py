@@ -21,6 +21,7 @@ from pbxsession import (
     PbxUnavailableError,
     SessionLostError,
     StoreError,
+    TlsError,
     UnknownCompanyError,
 )
 
@@ -67,6 +68,7 @@ _OPTION_NAMES: Final = (
     (re.compile(r"\ballow_insecure\b"), "--insecure"),
     (re.compile(r"\brequest_timeout\b"), "--timeout"),
     (re.compile(r"\bws_host\b"), "--ws-host"),
+    (re.compile(r"^verify: no CA file"), "--cacert: no CA file"),
 )
 
 NOT_LOGGED_IN: Final = "not logged in: run `pbxsession login` first"
@@ -103,6 +105,9 @@ def _classify(exc: PbxError) -> tuple[str, int, str | None]:
         return str(exc), EXIT_WRONG_STATE, None
     if isinstance(exc, InvalidArgumentError | UnknownCompanyError):
         return f"bad input: {exc}", EXIT_BAD_INPUT, None
+    if isinstance(exc, TlsError):  # a certificate does not get better by trying again
+        hint = "; trust its CA with --cacert" if "verify failed" in str(exc) else ""
+        return f"TLS: {exc}{hint}", EXIT_UNREACHABLE, None
     if isinstance(exc, PbxTimeoutError):
         return f"PBX unreachable: {exc}", EXIT_UNREACHABLE, "timeout"
     if isinstance(exc, PbxUnavailableError):

@@ -34,6 +34,7 @@ from .errors import (
 from .output import Options
 
 __all__ = [
+    "CACERT_ENV",
     "PASSWORD_ENV",
     "Profile",
     "adopted",
@@ -47,6 +48,7 @@ __all__ = [
 T = TypeVar("T")
 
 PASSWORD_ENV: Final = "PBXSESSION_PASSWORD"
+CACERT_ENV: Final = "PBXSESSION_CACERT"
 
 # The library bounds each operation by --timeout (each attempt by at most
 # _ATTEMPT_SECONDS); the command line's own deadline is a backstop _GRACE later.
@@ -63,6 +65,7 @@ class Profile:
     ws_host: str | None = None
     subid: str | None = None
     insecure: bool = False
+    cacert: str | None = None  # the CA the login trusted: later commands trust the same
 
 
 def _load_profile(options: Options) -> Profile:
@@ -112,14 +115,20 @@ def open_cli_session(
     subid: str | None,
     insecure: bool,
     feed: FeedOptions | None,
+    cacert: str | None = None,
 ) -> AbstractAsyncContextManager[Session]:
-    """``open_session`` as every command opens it: the kept store, no exit on close."""
+    """``open_session`` as every command opens it: the kept store, no exit on close.
+
+    ``cacert`` (a CA file or folder) replaces the default trust, on the
+    commands and the feed alike.
+    """
     return pbxsession.open_session(
         host,
         ws_host=ws_host,
         subid=subid,
         allow_insecure=insecure,
         feed=feed,
+        verify=True if cacert is None else cacert,
         **session_arguments(options),
     )
 
@@ -170,6 +179,7 @@ async def adopted(
         subid=profile.subid,
         insecure=profile.insecure,
         feed=feed,
+        cacert=profile.cacert,
     ) as session:
         with spinner(options, "Checking the login…"):
             user = await bounded(options, lambda: session.login(profile.user, checkonly=True))
