@@ -310,34 +310,16 @@ async def _open_feed(
     rest errno 91; a TLS failure stops the feed), and the body's own
     exception leaves unwrapped.
     """
-    parts = urlsplit(url)
-    secure = parts.scheme == "wss"
-    host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    host_header = host if parts.port is None else f"{host}:{port}"
-    if ":" in host:
-        host_header = f"[{host}]" if parts.port is None else f"[{host}]:{port}"
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = _Target.of(url)
     headers = [] if cookie_header is None else [(b"Cookie", cookie_header.encode("latin-1"))]
     stream: trio.abc.Stream | None = None
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             with trio.move_on_at(deadline) as timeout:
-                if secure:
-                    stream = await trio.open_ssl_over_tcp_stream(
-                        host,
-                        port,
-                        ssl_context=ssl_context or ssl.create_default_context(),
-                        https_compatible=True,
-                    )
-                    # Here, not in trio-websocket's reader task: there a refused
-                    # certificate only shows as a handshake timeout, much later.
-                    await stream.do_handshake()
-                else:
-                    stream = await trio.open_tcp_stream(host, port)
+                stream = await _connect(target, ssl_context)
                 ws = await trio_websocket.wrap_client_stream(
-                    nursery, stream, host_header, resource, extra_headers=headers
+                    nursery, stream, target.host_header, target.resource, extra_headers=headers
                 )
             if timeout.cancelled_caught:
                 raise _Disconnected(policy_.HANDSHAKE_TIMEOUT)
@@ -355,6 +337,50 @@ async def _open_feed(
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a feed URL points: the socket's end and the HTTP request's."""
+
+    secure: bool
+    host: str
+    port: int
+    host_header: str
+    resource: str
+
+    @classmethod
+    def of(cls, url: str) -> _Target:
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if parts.port is None else f"{shown}:{port}"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(secure, host, port, host_header, resource)
+
+
+async def _connect(
+    target: _Target, ssl_context: ssl.SSLContext | None
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """The feed's socket, its TLS handshake done (closed again if that fails)."""
+    if not target.secure:
+        return await trio.open_tcp_stream(target.host, target.port)
+    stream = await trio.open_ssl_over_tcp_stream(
+        target.host,
+        target.port,
+        ssl_context=ssl_context or ssl.create_default_context(),
+        https_compatible=True,
+    )
+    try:
+        # Here, not in trio-websocket's reader task: there a refused
+        # certificate only shows as a handshake timeout, much later.
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
 
 
 def _handshake_failure(group: BaseExceptionGroup[BaseException], url: str) -> BaseException:

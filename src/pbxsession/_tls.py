@@ -46,19 +46,24 @@ def trust_context(
         return verify
     if not isinstance(trust_env, bool):
         raise InvalidArgumentError("trust_env must be True or False")
-    if isinstance(verify, bool):
-        source: str | bool = verify
-    elif isinstance(verify, str | os.PathLike):
-        source = os.fspath(verify)
-        if not os.path.exists(source):
-            raise InvalidArgumentError(f"verify: no CA file or folder at {source!r}")
-    else:
-        raise InvalidArgumentError("verify must be True, False, a CA path or an ssl.SSLContext")
+    source = _trust_source(verify)
     if cert is not None and not _valid_cert(cert):
         raise InvalidArgumentError("cert must be a path or a (certificate, key) pair of paths")
     env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else None
     key = cert if isinstance(cert, str | None) else (cert[0], cert[1])
     return _build(source, key, env)
+
+
+def _trust_source(verify: object) -> str | bool:
+    """``True``/``False``, or the CA path (which must exist)."""
+    if isinstance(verify, bool):
+        return verify
+    if isinstance(verify, str | os.PathLike):
+        source = os.fspath(verify)
+        if not os.path.exists(source):
+            raise InvalidArgumentError(f"verify: no CA file or folder at {source!r}")
+        return str(source)
+    raise InvalidArgumentError("verify must be True, False, a CA path or an ssl.SSLContext")
 
 
 def _valid_cert(cert: object) -> bool:

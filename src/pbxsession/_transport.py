@@ -157,14 +157,25 @@ class CommandTransport:
                 race_retried, attempts = True, attempts - 1
                 continue
             failure = self._final(command, outcome, attempts, started)
-            unavailable = isinstance(failure, PbxUnavailableError)
-            if attempts >= allowed or not unavailable or isinstance(failure, TlsError):
-                raise failure
-            delay = random.uniform(0, self._retry_backoff * 2 ** (attempts - 1))
-            if trio.current_time() + delay >= deadline:
+            delay = self._retry_delay(failure, attempts, allowed, deadline)
+            if delay is None:
                 raise failure
             log.debug("retrying %s in %.2fs after: %s", command.cmd, delay, str(failure))
             await trio.sleep(delay)
+
+    def _retry_delay(
+        self, failure: PbxError, attempts: int, allowed: int, deadline: float
+    ) -> float | None:
+        """How long to wait before trying again, or ``None``: give up now.
+
+        Only an unavailable PBX is retried (a TLS failure never is), within
+        the attempts allowed and the operation's deadline.
+        """
+        unavailable = isinstance(failure, PbxUnavailableError)
+        if attempts >= allowed or not unavailable or isinstance(failure, TlsError):
+            return None
+        delay = random.uniform(0, self._retry_backoff * 2 ** (attempts - 1))
+        return None if trio.current_time() + delay >= deadline else delay
 
     def _final(
         self, command: wire.Command[Any], outcome: _Failure, attempts: int, started: float

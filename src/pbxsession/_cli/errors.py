@@ -105,16 +105,20 @@ def _classify(exc: PbxError) -> tuple[str, int, str | None]:
         return str(exc), EXIT_WRONG_STATE, None
     if isinstance(exc, InvalidArgumentError | UnknownCompanyError):
         return f"bad input: {exc}", EXIT_BAD_INPUT, None
+    if isinstance(exc, PbxUnavailableError):
+        return _unreachable(exc)
+    if isinstance(exc, StoreError):
+        return f"session store: {exc}", EXIT_STORE, None
+    return f"PBX error: {exc}", EXIT_PBX_ERROR, None
+
+
+def _unreachable(exc: PbxUnavailableError) -> tuple[str, int, str | None]:
     if isinstance(exc, TlsError):  # a certificate does not get better by trying again
         hint = "; trust its CA with --cacert" if "verify failed" in str(exc) else ""
         return f"TLS: {exc}{hint}", EXIT_UNREACHABLE, None
     if isinstance(exc, PbxTimeoutError):
         return f"PBX unreachable: {exc}", EXIT_UNREACHABLE, "timeout"
-    if isinstance(exc, PbxUnavailableError):
-        return f"PBX unreachable: {exc}", EXIT_UNREACHABLE, None
-    if isinstance(exc, StoreError):
-        return f"session store: {exc}", EXIT_STORE, None
-    return f"PBX error: {exc}", EXIT_PBX_ERROR, None
+    return f"PBX unreachable: {exc}", EXIT_UNREACHABLE, None
 
 
 def failure_for(exc: PbxError) -> CliFailure:
