@@ -376,6 +376,88 @@ class TestHostNormalisation:
                 continue
             assert wire.validate_host(host) == host
             assert str(httpx.URL(host)).rstrip("/") == host
+            # What the transport will do with it must not raise either.
+            httpx.Request("POST", host + wire.COMMAND_PATH)
+
+
+class TestBadHostsOfIssue15:
+    """Issue 15.4, case by case: each refused at the call with InvalidHostError."""
+
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "https://a..b",  # was a UnicodeError inside login
+            "https://" + "a" * 64,  # a 64-character label: same
+            "https://" + "a" * 64 + ".pbx.example",
+            "https://" + "a" * (1 << 20),  # a 1 MB host: was httpx.InvalidURL
+            "https://" + ".".join(["abcdefghi"] * 30) + "x",  # 300 characters: was ssl.SSLError
+            "https://pbx.example:0",  # port 0: was accepted, then port 80
+            "https://pbx.example:0000",
+            "http://localhost:0",
+            "https://pbx.example/" + "p" * 2048,  # a URI over 2048 characters
+            # Not valid punycode: httpx raised IDNAError (a UnicodeError) building the request.
+            "https://xn--zz.example",
+            "https://xn--a.example",
+            "https://XN--ZZ.example:8443",
+        ],
+    )
+    def test_refused(self, uri: str) -> None:
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri)
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri, allow_insecure=True)
+
+    @pytest.mark.parametrize("uri", ["https://pbx.xn--zz", "https://a.xn--a.b", "https://xn--zz"])
+    def test_bad_a_label_anywhere_never_escapes(self, uri: str) -> None:
+        # Refused, or sent as it is: never a raw UnicodeError from httpx later.
+        with contextlib.suppress(InvalidHostError):
+            httpx.Request("POST", wire.validate_host(uri) + wire.COMMAND_PATH)
+
+    def test_300_character_host_is_300_characters(self) -> None:
+        assert len(".".join(["abcdefghi"] * 30) + "x") == 300
+
+    @pytest.mark.parametrize(
+        ("uri", "websocket"),
+        [
+            ("http://evil.localhost", False),
+            ("http://evil.localhost:80/", False),
+            ("http://EVIL.LOCALHOST", False),
+            ("ws://evil.localhost", True),
+            ("ws://a.b.localhost:9000", True),
+        ],
+    )
+    def test_localhost_subdomain_over_plain_text_refused(self, uri: str, websocket: bool) -> None:
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri, websocket=websocket)
+
+    def test_localhost_subdomain_allowed_as_any_remote_host(self) -> None:
+        # Not loopback, so like any remote host: https, or http with allow_insecure.
+        assert wire.validate_host("https://evil.localhost") == "https://evil.localhost"
+        assert wire.validate_host("http://evil.localhost", allow_insecure=True) == (
+            "http://evil.localhost"
+        )
+
+    def test_one_spelling_per_pbx(self) -> None:
+        """Issue 14 "Hosts": these were separate store keys, hence separate logins."""
+        spellings = ["https://pbx:443", "https://PBX", "https://pbx/", "HTTPS://Pbx:443/"]
+        assert {wire.validate_host(uri) for uri in spellings} == {"https://pbx"}
+        assert {
+            wire.validate_host(uri, allow_insecure=True)
+            for uri in ["http://h:80", "http://H", "http://h/"]
+        } == {"http://h"}
+
+    @pytest.mark.parametrize(
+        ("uri", "expected"),
+        [
+            ("https://pbx.bücher.example", "https://pbx.xn--bcher-kva.example"),
+            ("https://pbx.xn--bcher-kva.example", "https://pbx.xn--bcher-kva.example"),
+            ("https://東京.example:8443", "https://xn--1lqs71d.example:8443"),
+        ],
+    )
+    def test_idna(self, uri: str, expected: str) -> None:
+        assert wire.validate_host(uri) == expected
+        assert httpx.Request("POST", expected + wire.COMMAND_PATH).headers["host"]
+        assert wire.ws_host_for(expected) == expected.replace("https://", "wss://")
 
 
 class TestIsLoopback:
@@ -1775,6 +1857,36 @@ class TestSessionCookieLifetime:
         headers = ["Red60urne=one; Path=/", "Red60urne=deleted; Max-Age=0"]
         assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate(None)
         assert wire.session_cookie(headers[::-1], self.HOST) == wire.CookieUpdate("one")
+
+    def test_cap_is_rfc_6265_minimum(self) -> None:
+        assert wire.MAX_COOKIE_BYTES == 4096
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Red60urne=deleted; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Domain=pbx.example.com",
+            "Red60urne=deleted; Max-Age=0; Domain=.example.com; Path=/",
+            "Red60urne=abc; Max-Age=0; Partitioned; Secure",
+            "Red60urne=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Partitioned",
+        ],
+    )
+    def test_deletion_with_other_attributes_clears(self, header: str) -> None:
+        assert wire.session_cookie([header], self.HOST) == wire.CookieUpdate(None)
+
+    def test_expires_now_is_expired(self) -> None:
+        header = "Red60urne=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        assert wire.session_cookie([header], self.HOST, now=0) == wire.CookieUpdate(None)
+        assert wire.session_cookie([header], self.HOST, now=-1) == wire.CookieUpdate("abc")
+
+    def test_oversize_cookie_does_not_clear_the_stored_one(self) -> None:
+        # Ignored, not a deletion: what was stored stays.
+        headers = ["Red60urne=one; Path=/", "Red60urne=" + "a" * wire.MAX_COOKIE_BYTES]
+        assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate("one")
+        assert wire.session_cookie(headers[1:], self.HOST) is None
+
+    def test_foreign_domain_does_not_replace_the_cookie(self) -> None:
+        headers = ["Red60urne=mine; Path=/", "Red60urne=theirs; Domain=evil.example; Path=/"]
+        assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate("mine")
 
     def test_repr_hides_the_value(self) -> None:
         assert SECRET not in repr(wire.CookieUpdate(SECRET))
