@@ -935,6 +935,30 @@ class TestFailureText:
         assert wire.clip(text, limit) == expected
         assert len(wire.clip(text, limit).encode()) <= limit
 
+    @given(st.text(max_size=40), st.integers(min_value=0, max_value=50))
+    @settings(max_examples=500, derandomize=True, deadline=None)
+    def test_clip_never_over_the_limit(self, text: str, limit: int) -> None:
+        clipped = wire.clip(text, limit)
+        assert len(clipped.encode("utf-8", "replace")) <= limit
+        if len(text.encode("utf-8", "replace")) <= limit:
+            assert clipped == text
+        else:
+            assert text.startswith(clipped.removesuffix("\u2026"))
+
+    def test_command_error_clips_any_message(self) -> None:
+        # Not only parse_reply's: every CommandError the wire module makes.
+        error = wire.command_error("status", "badrequest", "y" * 900_000)
+        assert len(error.message.encode()) <= wire.MAX_FAILURE_TEXT
+        assert len(str(error)) < 2 * wire.MAX_FAILURE_TEXT
+
+    def test_check_company_error_with_a_huge_login_clipped(self) -> None:
+        # The login comes from the PBX's reply (up to MAX_REPLY_BYTES), and the
+        # norole message names it.
+        user = User("1", "a" * 900_000, "A", "7", "7")
+        with pytest.raises(PermissionDeniedError) as info:
+            wire.check_company(user, "7")
+        assert len(str(info.value)) < 2 * wire.MAX_FAILURE_TEXT
+
 
 class TestSaveHistory:
     def test_round_trip(self) -> None:
