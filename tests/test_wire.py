@@ -774,7 +774,10 @@ class TestLoginCommandRules:
         with pytest.raises(InvalidArgumentError):
             wire.login_command("", "")
 
-    @pytest.mark.parametrize("username", ["ad\nmin", "ad\rmin", "a\x00", "\t"])
+    # Issue 15.6: also the Unicode line breaks (NEL, LS, PS) and DEL.
+    @pytest.mark.parametrize(
+        "username", ["ad\nmin", "ad\rmin", "a\x00", "\t", "a\x85", "a\u2028b", "a\u2029", "a\x7f"]
+    )
     def test_control_characters_in_username_refused(self, username: str) -> None:
         with pytest.raises(InvalidArgumentError):
             wire.login_command(username, "pw")
@@ -838,7 +841,19 @@ class TestLoginReplyUser:
         )
 
     @pytest.mark.parametrize(
-        "login", ["", "bob", "Alice", "alice ", "alice&#10;", "ali&#13;ce", "alice&#9;", "al&#x85;"]
+        "login",
+        [
+            "",
+            "bob",
+            "Alice",
+            "alice ",
+            "alice&#10;",
+            "ali&#13;ce",
+            "alice&#9;",
+            "al&#x85;",
+            "a&#x2028;",
+            "&#127;",
+        ],
     )
     def test_refused(self, login: str) -> None:
         with pytest.raises(ProtocolError):
