@@ -142,3 +142,32 @@ async def test_huge_failure_text_is_clipped(
     assert len(info.value.message.encode()) <= 1024
     assert len(str(info.value)) <= 2048
     assert all(len(record.getMessage()) <= 4096 for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ["", "<rtc/>", '<rtc pass=""/>', '<other pass="x"/>'],
+    ids=["none", "no pass", "empty", "other"],
+)
+async def test_new_rtc_password_reply_without_password(
+    broken: tuple[BrokenPbx, str], inner: str
+) -> None:
+    """Issue 13.4: a getnew reply always carries its password, else ProtocolError."""
+    pbx, url = broken
+    async with pbxsession.open_session(
+        url, store=pbxsession.MemoryStore(), feed=None, retries=0
+    ) as session:
+        await session.login("u", "secret-pw")
+        pbx.reply = Response(
+            f'<response result="success" cmd="rtcreset">{inner}</response>', media_type=XML
+        )
+        with pytest.raises(ProtocolError):
+            await session.rtc_reset(getnew=True)
+        assert session.state is State.LOGGED_IN
+        pbx.reply = Response(
+            '<response result="success" cmd="rtcreset"><rtc pass="new-pw"/></response>',
+            media_type=XML,
+        )
+        assert await session.rtc_reset(getnew=True) == "new-pw"
+        # The exit's rtcreset (release) and logout: a success naming no command.
+        pbx.reply = Response('<response result="success"/>', media_type=XML)

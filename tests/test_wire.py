@@ -5,12 +5,14 @@ Pure functions only: no network, no trio.
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import json
 import re
 import urllib.parse
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -124,6 +126,7 @@ class TestValidateHost:
             ("https://pbx.example.com:8443/", "https://pbx.example.com:8443"),
             ("HTTPS://PBX.Example.COM", "https://pbx.example.com"),
             ("https://10.0.0.5", "https://10.0.0.5"),
+            # Issue 14 "Hosts": the default port is dropped (was kept as ":443").
             ("https://[2001:db8::1]:443", "https://[2001:db8::1]"),
             ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
             ("http://localhost", "http://localhost"),
@@ -132,11 +135,15 @@ class TestValidateHost:
             ("http://LOCALHOST:8080/", "http://localhost:8080"),
             ("http://127.0.0.1", "http://127.0.0.1"),
             ("http://127.0.0.1:5000/", "http://127.0.0.1:5000"),
-            ("http://127.1.2.3:80", "http://127.1.2.3"),
+            ("http://127.1.2.3:80", "http://127.1.2.3"),  # issue 14: was kept with ":80"
             ("http://127.255.255.254", "http://127.255.255.254"),
             ("http://[::1]", "http://[::1]"),
             ("http://[::1]:9000/", "http://[::1]:9000"),
             ("https://localhost:65535", "https://localhost:65535"),
+            # Issue 14 "Hosts": an internationalised name is taken in its IDNA
+            # form (was refused); "http://pbx.localhost:1" left this list for
+            # issue 15.4 (not loopback: TestHostNormalisation).
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
         ],
     )
     def test_accepted(self, uri: str, expected: str) -> None:
@@ -369,6 +376,88 @@ class TestHostNormalisation:
                 continue
             assert wire.validate_host(host) == host
             assert str(httpx.URL(host)).rstrip("/") == host
+            # What the transport will do with it must not raise either.
+            httpx.Request("POST", host + wire.COMMAND_PATH)
+
+
+class TestBadHostsOfIssue15:
+    """Issue 15.4, case by case: each refused at the call with InvalidHostError."""
+
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "https://a..b",  # was a UnicodeError inside login
+            "https://" + "a" * 64,  # a 64-character label: same
+            "https://" + "a" * 64 + ".pbx.example",
+            "https://" + "a" * (1 << 20),  # a 1 MB host: was httpx.InvalidURL
+            "https://" + ".".join(["abcdefghi"] * 30) + "x",  # 300 characters: was ssl.SSLError
+            "https://pbx.example:0",  # port 0: was accepted, then port 80
+            "https://pbx.example:0000",
+            "http://localhost:0",
+            "https://pbx.example/" + "p" * 2048,  # a URI over 2048 characters
+            # Not valid punycode: httpx raised IDNAError (a UnicodeError) building the request.
+            "https://xn--zz.example",
+            "https://xn--a.example",
+            "https://XN--ZZ.example:8443",
+        ],
+    )
+    def test_refused(self, uri: str) -> None:
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri)
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri, allow_insecure=True)
+
+    @pytest.mark.parametrize("uri", ["https://pbx.xn--zz", "https://a.xn--a.b", "https://xn--zz"])
+    def test_bad_a_label_anywhere_never_escapes(self, uri: str) -> None:
+        # Refused, or sent as it is: never a raw UnicodeError from httpx later.
+        with contextlib.suppress(InvalidHostError):
+            httpx.Request("POST", wire.validate_host(uri) + wire.COMMAND_PATH)
+
+    def test_300_character_host_is_300_characters(self) -> None:
+        assert len(".".join(["abcdefghi"] * 30) + "x") == 300
+
+    @pytest.mark.parametrize(
+        ("uri", "websocket"),
+        [
+            ("http://evil.localhost", False),
+            ("http://evil.localhost:80/", False),
+            ("http://EVIL.LOCALHOST", False),
+            ("ws://evil.localhost", True),
+            ("ws://a.b.localhost:9000", True),
+        ],
+    )
+    def test_localhost_subdomain_over_plain_text_refused(self, uri: str, websocket: bool) -> None:
+        with pytest.raises(InvalidHostError):
+            wire.validate_host(uri, websocket=websocket)
+
+    def test_localhost_subdomain_allowed_as_any_remote_host(self) -> None:
+        # Not loopback, so like any remote host: https, or http with allow_insecure.
+        assert wire.validate_host("https://evil.localhost") == "https://evil.localhost"
+        assert wire.validate_host("http://evil.localhost", allow_insecure=True) == (
+            "http://evil.localhost"
+        )
+
+    def test_one_spelling_per_pbx(self) -> None:
+        """Issue 14 "Hosts": these were separate store keys, hence separate logins."""
+        spellings = ["https://pbx:443", "https://PBX", "https://pbx/", "HTTPS://Pbx:443/"]
+        assert {wire.validate_host(uri) for uri in spellings} == {"https://pbx"}
+        assert {
+            wire.validate_host(uri, allow_insecure=True)
+            for uri in ["http://h:80", "http://H", "http://h/"]
+        } == {"http://h"}
+
+    @pytest.mark.parametrize(
+        ("uri", "expected"),
+        [
+            ("https://pbx.bücher.example", "https://pbx.xn--bcher-kva.example"),
+            ("https://pbx.xn--bcher-kva.example", "https://pbx.xn--bcher-kva.example"),
+            ("https://東京.example:8443", "https://xn--1lqs71d.example:8443"),
+        ],
+    )
+    def test_idna(self, uri: str, expected: str) -> None:
+        assert wire.validate_host(uri) == expected
+        assert httpx.Request("POST", expected + wire.COMMAND_PATH).headers["host"]
+        assert wire.ws_host_for(expected) == expected.replace("https://", "wss://")
 
 
 class TestIsLoopback:
@@ -377,7 +466,7 @@ class TestIsLoopback:
         [
             ("localhost", True),
             ("LocalHost", True),
-            ("a.localhost", False),
+            ("a.localhost", False),  # issue 15.4: was True
             ("evil.localhost", False),
             ("127.0.0.1", True),
             ("127.200.0.9", True),
@@ -685,7 +774,10 @@ class TestLoginCommandRules:
         with pytest.raises(InvalidArgumentError):
             wire.login_command("", "")
 
-    @pytest.mark.parametrize("username", ["ad\nmin", "ad\rmin", "a\x00", "\t"])
+    # Issue 15.6: also the Unicode line breaks (NEL, LS, PS) and DEL.
+    @pytest.mark.parametrize(
+        "username", ["ad\nmin", "ad\rmin", "a\x00", "\t", "a\x85", "a\u2028b", "a\u2029", "a\x7f"]
+    )
     def test_control_characters_in_username_refused(self, username: str) -> None:
         with pytest.raises(InvalidArgumentError):
             wire.login_command(username, "pw")
@@ -749,7 +841,19 @@ class TestLoginReplyUser:
         )
 
     @pytest.mark.parametrize(
-        "login", ["", "bob", "Alice", "alice ", "alice&#10;", "ali&#13;ce", "alice&#9;", "al&#x85;"]
+        "login",
+        [
+            "",
+            "bob",
+            "Alice",
+            "alice ",
+            "alice&#10;",
+            "ali&#13;ce",
+            "alice&#9;",
+            "al&#x85;",
+            "a&#x2028;",
+            "&#127;",
+        ],
     )
     def test_refused(self, login: str) -> None:
         with pytest.raises(ProtocolError):
@@ -789,6 +893,33 @@ class TestFailureText:
         assert info.value.message.startswith("x" * 1000)
         assert len(str(info.value)) < 2 * wire.MAX_FAILURE_TEXT
 
+    def test_cap_is_one_kib(self) -> None:
+        assert wire.MAX_FAILURE_TEXT == 1024
+
+    @pytest.mark.parametrize("unit", ["x", "é", "東", "\U0001f600"])
+    def test_900_kb_text_cut_to_about_one_kib(self, unit: str) -> None:
+        text = unit * (900_000 // len(unit.encode()))
+        with pytest.raises(CommandError) as info:
+            reply("status", fail_body("status", "badrequest", text))
+        kept = info.value.message.encode("utf-8")  # still valid UTF-8: no character cut
+        assert wire.MAX_FAILURE_TEXT - 8 <= len(kept) <= wire.MAX_FAILURE_TEXT
+        assert info.value.message.endswith("\u2026")
+        assert info.value.message[:-1] == unit * (len(info.value.message) - 1)
+
+    def test_clipped_for_every_command_and_exception_kind(self) -> None:
+        text = "y" * 900_000
+        for cmd, code in [("login", "badauth"), ("logout", "notloggedin"), ("rtcreset", "stale")]:
+            with pytest.raises(CommandError) as info:
+                reply(cmd, fail_body(cmd, code, text))
+            assert len(info.value.message.encode()) <= wire.MAX_FAILURE_TEXT
+            assert len(str(info.value)) < 2 * wire.MAX_FAILURE_TEXT
+
+    def test_text_at_the_cap_kept_whole(self) -> None:
+        text = "z" * wire.MAX_FAILURE_TEXT
+        with pytest.raises(CommandError) as info:
+            reply("status", fail_body("status", "badrequest", text))
+        assert info.value.message == text
+
     def test_long_code_clipped(self) -> None:
         with pytest.raises(CommandError) as info:
             reply("status", fail_body("status", "c" * 100_000))
@@ -818,6 +949,30 @@ class TestFailureText:
     def test_clip(self, text: str, limit: int, expected: str) -> None:
         assert wire.clip(text, limit) == expected
         assert len(wire.clip(text, limit).encode()) <= limit
+
+    @given(st.text(max_size=40), st.integers(min_value=0, max_value=50))
+    @settings(max_examples=500, derandomize=True, deadline=None)
+    def test_clip_never_over_the_limit(self, text: str, limit: int) -> None:
+        clipped = wire.clip(text, limit)
+        assert len(clipped.encode("utf-8", "replace")) <= limit
+        if len(text.encode("utf-8", "replace")) <= limit:
+            assert clipped == text
+        else:
+            assert text.startswith(clipped.removesuffix("\u2026"))
+
+    def test_command_error_clips_any_message(self) -> None:
+        # Not only parse_reply's: every CommandError the wire module makes.
+        error = wire.command_error("status", "badrequest", "y" * 900_000)
+        assert len(error.message.encode()) <= wire.MAX_FAILURE_TEXT
+        assert len(str(error)) < 2 * wire.MAX_FAILURE_TEXT
+
+    def test_check_company_error_with_a_huge_login_clipped(self) -> None:
+        # The login comes from the PBX's reply (up to MAX_REPLY_BYTES), and the
+        # norole message names it.
+        user = User("1", "a" * 900_000, "A", "7", "7")
+        with pytest.raises(PermissionDeniedError) as info:
+            wire.check_company(user, "7")
+        assert len(str(info.value)) < 2 * wire.MAX_FAILURE_TEXT
 
 
 class TestSaveHistory:
@@ -909,7 +1064,8 @@ class TestParseReplySuccess:
             "</response>\r\n"
         )
         result = reply("selcompany", body)
-        assert result.user is not None
+        # Was `result.cmd == "selcompany"`: the reply's type now says which command it answers.
+        assert type(result) is wire.UserReply
         assert (result.user.company, result.user.home) == ("8", "7")
         assert result.user.permissions == ()
         assert result.user.companies == ()
@@ -1376,6 +1532,207 @@ class TestLoadHistory:
             reply("load", '<response result="success" cmd="load"/>\n')
 
 
+class TestTypedReplies:
+    """Issue 13.4: one reply type per command, and what it must carry is there."""
+
+    USER = '<user id="1" login="alice" name="A" company="7" home="7"/>'
+    PAYLOADS: ClassVar[dict[str, str]] = {
+        "login": USER,
+        "selcompany": USER,
+        "rtcreset": "",
+        "rtcreset-getnew": f'<rtc pass="{SECRET}"/>',
+        "logout": "",
+        "status": "",
+        "save": "",
+        "load": f"<data>{b64json([{'id': 'c1'}])}</data>",
+    }
+
+    @pytest.mark.parametrize(
+        ("name", "command", "expected"),
+        [
+            ("login", wire.login_command("alice", "pw"), wire.UserReply),
+            ("login", wire.login_command("alice", None, checkonly=True), wire.UserReply),
+            ("selcompany", wire.select_company_command("7"), wire.UserReply),
+            ("rtcreset", wire.rtc_reset_command(), wire.Ack),
+            ("rtcreset", wire.rtc_reset_command(release="old"), wire.Ack),
+            ("rtcreset-getnew", wire.rtc_new_password_command(), wire.RtcPassword),
+            ("logout", wire.logout_command(), wire.Ack),
+            ("status", wire.status_command("away", "hi"), wire.Ack),
+            ("save", wire.save_history_command([{"a": 1}]), wire.Ack),
+            ("load", wire.load_history_command(), wire.HistoryReply),
+        ],
+    )
+    def test_one_type_per_command(
+        self, name: str, command: wire.Command[Any], expected: type
+    ) -> None:
+        body = f'<response result="success" cmd="{command.cmd}">{self.PAYLOADS[name]}</response>'
+        result = wire.parse_reply(command, 200, XML, body.encode())
+        assert type(result) is expected
+        if expected is wire.Ack:
+            assert result == wire.Ack(command.cmd)
+
+    def test_payloads_carried(self) -> None:
+        def parsed(name: str) -> Any:
+            cmd = COMMANDS[name].cmd
+            body = f'<response result="success" cmd="{cmd}">{self.PAYLOADS[name]}</response>'
+            return reply(name, body)
+
+        assert parsed("login").user.login == "alice"
+        assert parsed("selcompany").user.login == "alice"
+        assert parsed("rtcreset-getnew").password == SECRET
+        assert parsed("load").records == ({"id": "c1"},)
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            wire.login_command("alice", "pw"),
+            wire.login_command("alice", None, checkonly=True),
+            wire.login_command("", None, checkonly=True),
+            wire.select_company_command("7"),
+            wire.rtc_new_password_command(),
+            wire.load_history_command(),
+        ],
+        ids=repr,
+    )
+    @pytest.mark.parametrize("inner", ["", "<other/>", "<rtc/>", "<data/>", '<user id="1"/>'])
+    def test_success_without_its_payload_is_a_protocol_error(
+        self, command: wire.Command[Any], inner: str
+    ) -> None:
+        # Never a reply with a missing field: the session has nothing to assert.
+        body = f'<response result="success" cmd="{command.cmd}">{inner}</response>'
+        with pytest.raises(ProtocolError):
+            wire.parse_reply(command, 200, XML, body.encode())
+
+    def test_reply_for_another_command_refused(self) -> None:
+        body = f'<response result="success" cmd="login">{self.USER}</response>'
+        for name in ("selcompany", "rtcreset", "rtcreset-getnew", "logout", "load"):
+            with pytest.raises(ProtocolError):
+                reply(name, body)
+
+    def test_replies_are_frozen(self) -> None:
+        result = reply(
+            "rtcreset-getnew",
+            f'<response result="success">{self.PAYLOADS["rtcreset-getnew"]}</response>',
+        )
+        with pytest.raises(AttributeError):
+            result.password = "other"
+
+
+#: The modules a reply goes through, from the bytes to the session's state.
+REPLY_PATH = [
+    *sorted(Path(wire.__file__).parent.glob("*.py")),
+    *(
+        Path(wire.__file__).parent.parent / f"{name}.py"
+        for name in ("_safexml", "_transport", "_core", "_login", "_session", "_exit")
+    ),
+]
+
+
+@pytest.mark.parametrize("path", REPLY_PATH, ids=lambda p: p.name)
+def test_no_assert_on_the_reply_path(path: Path) -> None:
+    """Issue 13.4: no ``assert`` on the reply path (``python -O`` would drop it)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    asserts = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+    assert asserts == [], f"{path.name}: assert at lines {asserts}"
+
+
+class TestFailureCodes:
+    """Issue 13.4: every failure code is a named constant of the wire module."""
+
+    def test_constants_are_the_protocol_codes(self) -> None:
+        codes = {
+            wire.CODE_NOT_LOGGED_IN: "notloggedin",
+            wire.CODE_BAD_AUTH: "badauth",
+            wire.CODE_LOCKED: "locked",
+            wire.CODE_NO_ROLE: "norole",
+            wire.CODE_BAD_COMPANY: "badcompany",
+            wire.CODE_STALE: "stale",
+        }
+        assert all(constant == text for constant, text in codes.items())
+        assert len(codes) == 6
+
+    @pytest.mark.parametrize(
+        ("cmd", "code", "exc"),
+        [
+            ("login", wire.CODE_BAD_AUTH, LoginError),
+            ("login", wire.CODE_LOCKED, LoginError),
+            ("login", wire.CODE_NOT_LOGGED_IN, LoginError),
+            ("status", wire.CODE_NOT_LOGGED_IN, SessionLostError),
+            ("selcompany", wire.CODE_NO_ROLE, PermissionDeniedError),
+            ("selcompany", wire.CODE_BAD_COMPANY, UnknownCompanyError),
+            ("rtcreset", wire.CODE_STALE, StaleCredentialError),
+            ("logout", "anything-else", CommandError),
+        ],
+    )
+    def test_command_error(self, cmd: str, code: str, exc: type[CommandError]) -> None:
+        error = wire.command_error(cmd, code, "text")
+        assert type(error) is exc
+        assert (error.cmd, error.code, error.message) == (cmd, code, "text")
+
+    @pytest.mark.parametrize(
+        ("cmd", "code", "expected"),
+        [
+            ("status", wire.CODE_NOT_LOGGED_IN, True),
+            ("login", wire.CODE_NOT_LOGGED_IN, True),
+            ("selcompany", wire.CODE_NOT_LOGGED_IN, True),
+            ("login", wire.CODE_BAD_AUTH, False),
+            ("status", "badrequest", False),
+            ("rtcreset", wire.CODE_STALE, False),
+            ("status", "NotLoggedIn", False),
+        ],
+    )
+    def test_is_not_logged_in(self, cmd: str, code: str, expected: bool) -> None:
+        with pytest.raises(CommandError) as info:
+            reply(cmd, fail_body(cmd, code))
+        assert wire.is_not_logged_in(info.value) is expected
+
+
+class TestCheckCompany:
+    """Issue 13.4: ``selcompany``'s refusals, decided before any I/O."""
+
+    MULTI = User("1", "ada", "Ada", "7", "7", (), (Company("7", "Home"), Company("8", "Branch")))
+
+    @pytest.mark.parametrize("company_id", ["7", "8"])
+    def test_known_company_passes(self, company_id: str) -> None:
+        wire.check_company(self.MULTI, company_id)  # no error: selcompany may be sent
+
+    @pytest.mark.parametrize(
+        "companies", [(), (Company("7", "Home"),)], ids=["no companies", "one company"]
+    )
+    @pytest.mark.parametrize("company_id", ["7", "8", "99"])
+    def test_single_company_user_is_norole(
+        self, companies: tuple[Company, ...], company_id: str
+    ) -> None:
+        user = User("1", "bob", "Bob", "7", "7", (), companies)
+        with pytest.raises(PermissionDeniedError) as info:
+            wire.check_company(user, company_id)
+        assert (info.value.cmd, info.value.code) == ("selcompany", wire.CODE_NO_ROLE)
+
+    @pytest.mark.parametrize("company_id", ["9", "07", "7 ", "Home", "x" * 100_000])
+    def test_unknown_company_is_badcompany(self, company_id: str) -> None:
+        with pytest.raises(UnknownCompanyError) as info:
+            wire.check_company(self.MULTI, company_id)
+        assert (info.value.cmd, info.value.code) == ("selcompany", wire.CODE_BAD_COMPANY)
+        assert len(str(info.value)) < 300  # a huge id is quoted clipped
+
+    @pytest.mark.parametrize("company_id", ["", None, 8, b"8"])
+    def test_not_a_company_id(self, company_id: Any) -> None:
+        with pytest.raises(InvalidArgumentError):
+            wire.check_company(self.MULTI, company_id)
+
+    @pytest.mark.parametrize(
+        ("company_id", "code"), [("8", wire.CODE_NO_ROLE), ("9", wire.CODE_BAD_COMPANY)]
+    )
+    def test_same_errors_as_the_pbx_reply(self, company_id: str, code: str) -> None:
+        user = self.MULTI if code == wire.CODE_BAD_COMPANY else User("1", "b", "B", "7", "7")
+        with pytest.raises(CommandError) as local:
+            wire.check_company(user, company_id)
+        with pytest.raises(CommandError) as remote:
+            reply("selcompany", fail_body("selcompany", code))
+        assert type(local.value) is type(remote.value)
+        assert local.value.code == remote.value.code
+
+
 # ===================================================================== cookie
 
 
@@ -1539,6 +1896,36 @@ class TestSessionCookieLifetime:
         headers = ["Red60urne=one; Path=/", "Red60urne=deleted; Max-Age=0"]
         assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate(None)
         assert wire.session_cookie(headers[::-1], self.HOST) == wire.CookieUpdate("one")
+
+    def test_cap_is_rfc_6265_minimum(self) -> None:
+        assert wire.MAX_COOKIE_BYTES == 4096
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Red60urne=deleted; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Domain=pbx.example.com",
+            "Red60urne=deleted; Max-Age=0; Domain=.example.com; Path=/",
+            "Red60urne=abc; Max-Age=0; Partitioned; Secure",
+            "Red60urne=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Partitioned",
+        ],
+    )
+    def test_deletion_with_other_attributes_clears(self, header: str) -> None:
+        assert wire.session_cookie([header], self.HOST) == wire.CookieUpdate(None)
+
+    def test_expires_now_is_expired(self) -> None:
+        header = "Red60urne=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        assert wire.session_cookie([header], self.HOST, now=0) == wire.CookieUpdate(None)
+        assert wire.session_cookie([header], self.HOST, now=-1) == wire.CookieUpdate("abc")
+
+    def test_oversize_cookie_does_not_clear_the_stored_one(self) -> None:
+        # Ignored, not a deletion: what was stored stays.
+        headers = ["Red60urne=one; Path=/", "Red60urne=" + "a" * wire.MAX_COOKIE_BYTES]
+        assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate("one")
+        assert wire.session_cookie(headers[1:], self.HOST) is None
+
+    def test_foreign_domain_does_not_replace_the_cookie(self) -> None:
+        headers = ["Red60urne=mine; Path=/", "Red60urne=theirs; Domain=evil.example; Path=/"]
+        assert wire.session_cookie(headers, self.HOST) == wire.CookieUpdate("mine")
 
     def test_repr_hides_the_value(self) -> None:
         assert SECRET not in repr(wire.CookieUpdate(SECRET))

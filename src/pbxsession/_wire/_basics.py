@@ -47,4 +47,6 @@ def clip(text: str, limit: int) -> str:
     encoded = text.encode("utf-8", "replace")
     if len(encoded) <= limit:
         return text
-    return encoded[: max(limit - 3, 0)].decode("utf-8", "ignore") + "\u2026"
+    if limit < 3:  # no room for the 3-byte ellipsis
+        return encoded[:limit].decode("utf-8", "ignore")
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "\u2026"

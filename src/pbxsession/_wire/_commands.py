@@ -278,7 +278,11 @@ _LOGIN_FAILURES = frozenset({CODE_BAD_AUTH, CODE_LOCKED, CODE_NOT_LOGGED_IN})
 
 
 def command_error(cmd: str, code: str, message: str = "") -> CommandError:
-    """The exception for a ``result="fail"`` reply to ``cmd`` with ``code``."""
+    """The exception for a ``result="fail"`` reply to ``cmd`` with ``code``.
+
+    ``message`` is cut to :data:`MAX_FAILURE_TEXT` bytes, wherever it came from.
+    """
+    message = clip(message, MAX_FAILURE_TEXT)
     if cmd == "login" and code in _LOGIN_FAILURES:
         return LoginError(cmd, code, message)
     return _FAILURES.get(code, CommandError)(cmd, code, message)

@@ -78,6 +78,7 @@ def _parse(uri: str) -> httpx.URL:
         # httpx drops a default port only for a scheme written in lower case.
         url = httpx.URL(scheme.lower() + sep + rest)
         url.raw_host.decode("ascii")
+        _ = url.host  # decodes any "xn--" label: httpx does so for the Host header
         port = url.port
     except (httpx.InvalidURL, ValueError) as exc:
         raise InvalidHostError(f"host is not a valid URI: {exc}") from None
