@@ -814,27 +814,3 @@ async def test_statistics_say_what_runs(sim: Simulator, store: MemoryStore) -> N
         await session.exit()
         stats = session.statistics()
         assert (stats.state, stats.tasks, stats.http_client_open) == (State.CLOSED, 0, False)
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"allow_insecure": "False"},
-        {"keep_session": 1},
-        {"exit_on_close": None},
-        {"exit_timeout": "5"},
-        {"store": "x"},
-        {"timeout": 0},
-        {"retries": -1},
-        {"verify": 3},
-        {"feed": {}},
-    ],
-)
-async def test_bad_options_are_refused_at_the_call(
-    sim: Simulator, options: dict[str, object]
-) -> None:
-    before = sim.command_count()
-    with pytest.raises(InvalidArgumentError):
-        async with pbxsession.open_session(sim.url, **options):  # type: ignore[arg-type]
-            raise AssertionError("opened")  # pragma: no cover
-    assert sim.command_count() == before
