@@ -291,14 +291,29 @@ class SessionMachine(RuleBasedStateMachine):
         self.stopped_items = 0  # FeedStopped items read from it
         self.stops_allowed = 0  # errno 100 frames that reached a feed
         self.timeouts_left = TIMEOUTS_PER_EXAMPLE
+        self.last_user = ""  # the user the session last logged in as (its cookie's user)
 
     # ------------------------------------------------------------ helpers
 
-    def cookie(self) -> str | None:
-        return self.driver.run(lambda: self.driver.store.get_cookie(self.sim.url, ""))
+    def cookie(self, user: str | None = None) -> str | None:
+        """The store's cookie for ``user`` (default: the user of the session's context).
 
-    def key(self) -> tuple[str | None, str]:
-        return self.cookie(), self.session.sub_id or ""
+        The store keeps one cookie per (host, user): a user's logins live
+        under that user's cookie only (discrete users are isolated).
+        """
+        login = user or self.slot_user
+        if not login:
+            return None
+        return self.driver.run(lambda: self.driver.store.get_cookie(self.sim.url, login))
+
+    @property
+    def slot_user(self) -> str:
+        """The user whose cookie the session's context lives under: now, or last."""
+        user = self.session.user
+        return user.login if user is not None else self.last_user
+
+    def key(self, user: str | None = None) -> tuple[str | None, str]:
+        return self.cookie(user), self.session.sub_id or ""
 
     def context(self) -> dict[str, object] | None:
         cookie, subid = self.key()
@@ -373,6 +388,11 @@ class SessionMachine(RuleBasedStateMachine):
         self.wait_until(lambda: self.driver.in_flight(cmd) == 0, f"{cmd} to be carried out")
         # What it set off (a feed's errno 2, the session's reaction) gets to run.
         self.driver.run(trio.testing.wait_all_tasks_blocked)
+
+    def forget_foreign_in(self, user: str) -> None:
+        """The session logged in as ``user``: a foreign login in that context is its own now."""
+        if self.foreign is not None and self.foreign[1:] == (self.session.sub_id or "", user):
+            self.foreign = None
 
     def adopt_context_login(self) -> None:
         """The PBX's context holds a login the client has not made: another program's."""
@@ -484,7 +504,8 @@ class SessionMachine(RuleBasedStateMachine):
             assert self.session.user is not None and self.session.user.login == user
             self.bad_logins[user] = 0
             self.loss_expected = False
-            self.foreign = None
+            self.forget_foreign_in(user)
+            self.last_user = user
             self.feed_stopped = False
         elif isinstance(error, LoginError):
             assert error.code in ("badauth", "locked"), error.code
@@ -501,14 +522,19 @@ class SessionMachine(RuleBasedStateMachine):
             lambda: self.session.login(user, checkonly=True), LoginError, SessionLostError
         )
         error = outcome.error
-        foreign_here = self.foreign is not None and self.foreign[:2] == self.key()
-        adoptable = foreign_here and user in ("", self.foreign[2] if self.foreign else "")
+        # An empty name adopts the newest login the store saw on the host.
+        target = user or self.driver.run(lambda: self.driver.store.latest_user(self.sim.url))
+        foreign_here = (
+            bool(target) and self.foreign is not None and self.foreign[:2] == self.key(target)
+        )
+        adoptable = foreign_here and (self.foreign[2] if self.foreign else "") == target
         if error is None:
             assert before is State.HOST_SET or self.lost_allowed(before)
             assert adoptable, "checkonly adopted a login nobody made"
             assert self.session.state is State.LOGGED_IN
             assert self.foreign is not None and self.session.user is not None
             assert self.session.user.login == self.foreign[2]
+            self.last_user = self.foreign[2]
             self.foreign = None
             self.loss_expected = False
             self.feed_stopped = False
@@ -789,7 +815,8 @@ class SessionMachine(RuleBasedStateMachine):
             STEPS_RUN[("login_while_frozen", before.value, "logged_in")] += 1
             self.bad_logins[user] = 0
             self.loss_expected = False
-            self.foreign = None
+            self.forget_foreign_in(user)
+            self.last_user = user
             self.feed_stopped = False
         elif isinstance(error, LoginError):
             assert error.code == "locked" and self.may_be_locked(user), error
@@ -906,8 +933,11 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(["alice", "admin"]))
     @counted
     def another_program_logs_in(self, user: str) -> None:
-        """Another program sharing the cookie logs in to this session's context."""
-        cookie, subid = self.key()
+        """Another program sharing the store logs in as ``user`` in this session's sub-ID.
+
+        It uses the store's cookie for ``user``, as the library would.
+        """
+        cookie, subid = self.key(user)
         if cookie is None or self.session.state is not State.HOST_SET:
             return
         form = {"cmd": "login", "sessionUser": user, "sessionPass": PASSWORDS[user]}
@@ -933,7 +963,8 @@ class SessionMachine(RuleBasedStateMachine):
     def client_matches_simulator(self) -> None:
         async def check() -> None:
             state = self.session.state
-            cookie = await self.driver.store.get_cookie(self.sim.url, "")
+            login = self.slot_user
+            cookie = await self.driver.store.get_cookie(self.sim.url, login) if login else None
             subid = self.session.sub_id or ""
 
             def ctx() -> dict[str, object] | None:
