@@ -10,7 +10,9 @@ its own):
 * feed throughput: ``bench/feed_throughput.py`` (run as a subprocess, its
   ``throughput ratio ... = X`` line parsed; "missing" when the file is absent);
 * staged exit: ``bench/exit_stages.py`` (same, its ``ratio staged/sequential``);
-* scale: ``scale.measure()`` (imported).
+* scale: ``scale.measure()`` (imported);
+* operation overhead over https: ``op_overhead.measure(tls=True)``;
+* load and faults: ``load_faults.measure()`` (imported).
 
 The exit status is 0 when every present figure meets its target.
 """
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import load_faults
 import op_overhead
 import scale
 from _benchsim import machine
@@ -91,7 +94,8 @@ def markdown(rows: list[Row]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--iterations", type=int, default=3000, help="op_overhead iterations")
-    parser.add_argument("--sessions", type=int, default=1000, help="scale sessions")
+    parser.add_argument("--sessions", type=int, default=1000, help="scale and load sessions")
+    parser.add_argument("--fault-seconds", type=float, default=60.0, help="load_faults time")
     args = parser.parse_args()
     command_line = shlex.join([sys.executable, *sys.argv])
     facts = machine()
@@ -112,6 +116,21 @@ def main() -> int:
             f"median `rtc_reset()` {overhead.session_median_us:.0f} µs / bare httpx "
             f"{overhead.bare_median_us:.0f} µs, {overhead.iterations} interleaved",
             overhead.ratio,
+            "ok",
+            op_overhead.TARGET,
+            at_most=True,
+        )
+    )
+
+    print("\n== operation overhead over https (bench/op_overhead.py --tls)", flush=True)
+    secure = op_overhead.measure(args.iterations, tls=True)
+    op_overhead.report(secure)
+    rows.append(
+        ratio_row(
+            "operation overhead, https",
+            f"median `rtc_reset()` {secure.session_median_us:.0f} µs / bare httpx "
+            f"{secure.bare_median_us:.0f} µs over https, same CA context",
+            secure.ratio,
             "ok",
             op_overhead.TARGET,
             at_most=True,
@@ -157,6 +176,23 @@ def main() -> int:
             f"{result.total_s:.1f} s total",
             "100% succeed",
             "met" if result.met else "MISSED",
+        )
+    )
+
+    print(f"\n== load and faults (bench/load_faults.py, {args.sessions} sessions)", flush=True)
+    load = load_faults.measure(args.sessions, args.fault_seconds)
+    load_faults.report(load)
+    rows.append(
+        Row(
+            "load and faults",
+            f"{load.sessions} sessions, {load.seconds:g} s of seeded faults (500s, delays past "
+            "the deadline, drops, errnos, refused handshakes, expiries), then exit",
+            f"{sum(load.operations.values())} operations; stuck {len(load.stuck)}, outside "
+            f"the tree {len(load.outside_tree)}, groups {load.groups}, fds "
+            f"{load.fds_before}→{load.fds_after}, tasks {load.tasks_before}→{load.tasks_after}, "
+            f"orphaned logins {load.orphans}, unexplained SessionLost {load.unexplained_losses}",
+            "all zero, nothing leaked",
+            "met" if load.met else "MISSED",
         )
     )
 

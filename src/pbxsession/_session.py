@@ -32,13 +32,13 @@ from ._errors import (
 )
 from ._fanout import FeedSubscription
 from ._feed import BackoffPolicy
+from ._http import new_http_client
 from ._lifecycle import Operation, Rule, State, TransitionListener
 from ._login import LoginRequest
 from ._models import ExitReport, FeedOptions, User
 from ._nursery import open_owned_nursery
 from ._timeouts import ExitTimeouts, Timeout
 from ._tls import trust_context
-from ._transport import new_http_client
 from .stores import SessionStore
 
 __all__ = ["Session", "SessionStatistics", "open_session"]

@@ -8,28 +8,23 @@ to ``_wire``. Requests go straight to the client's connection pool (not
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import ssl
-from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol, TypeVar
 
 import httpx
 import trio
 
 from . import _wire as wire
-from ._decode import CappedDecoder
 from ._errors import (
     CommandError,
     PbxError,
     PbxTimeoutError,
     PbxUnavailableError,
-    ProtocolError,
     TlsError,
 )
+from ._http import Body, Progress, new_http_client, pool_for, read_capped
 from ._redact import install_httpcore_redaction
 from ._timeouts import Timeout
 from ._tls import speaks_tls, tls_failure
@@ -64,24 +59,6 @@ class SanitisedCause(Exception):
     def __init__(self, kind: str, text: str) -> None:
         self.kind = kind
         super().__init__(f"{kind}: {text}" if text else kind)
-
-
-def new_http_client(
-    verify_context: ssl.SSLContext, *, limits: httpx.Limits | None = None
-) -> httpx.AsyncClient:
-    """The session's own HTTP client: the given trust, no redirects, no environment proxies.
-
-    Its cookie jar accepts nothing; the transport does not use it anyway.
-    """
-    install_httpcore_redaction()
-    jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(
-        verify=verify_context,
-        cookies=jar,
-        follow_redirects=False,
-        trust_env=False,
-        limits=limits if limits is not None else httpx.Limits(),
-    )
 
 
 @dataclass(slots=True)
@@ -207,7 +184,7 @@ class CommandTransport:
             # A string, not the command: a record's args must not carry a password.
             log.debug("-> %s %s subid=%s", host, repr(command), subid)
         request = self._request(host, command.encode(subid), cookie, attempt_deadline)
-        progress = _Progress()
+        progress = Progress()
         request.extensions["trace"] = progress.trace
         self.commands_sent += 1
         with trio.move_on_at(attempt_deadline):
@@ -245,16 +222,16 @@ class CommandTransport:
         )
         # httpx's body is an async generator; left half-read by a failed write
         # it is finalised by the garbage collector, which trio warns about.
-        request.stream = _Body(content)
+        request.stream = Body(content)
         return request
 
     async def _exchange(self, request: httpx.Request, cmd: str, host: str) -> _Reply | PbxError:
         """One request and its capped body; failures returned, not raised (see ``_failure``)."""
-        transport = _pool(self._client, request.url)
+        transport = pool_for(self._client, request.url)
         try:
             response = await transport.handle_async_request(request)
             try:
-                body = await _read_capped(response, cmd)
+                body = await read_capped(response, cmd, wire.MAX_REPLY_BYTES)
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
@@ -279,43 +256,6 @@ def _hung_up_on_plain_http(failure: PbxError, host: str) -> bool:
         and isinstance(cause, SanitisedCause)
         and cause.kind == "RemoteProtocolError"
     )
-
-
-def _pool(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
-    # The pool (or the mounted proxy) AsyncClient.send would use, minus its
-    # cookie-jar work. A private httpx method, stable since 0.18.
-    return client._transport_for_url(url)
-
-
-class _Body(httpx.AsyncByteStream):
-    """A request body that is a plain iterator: nothing to finalise if left half-read."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def __aiter__(self) -> _Body:
-        return _Body(self._data)
-
-    async def __anext__(self) -> bytes:
-        data, self._data = self._data, b""
-        if not data:
-            raise StopAsyncIteration
-        return data
-
-
-class _Progress:
-    """Whether the attempt got a connection: the timeout message says which wait it was."""
-
-    __slots__ = ("connected",)
-
-    def __init__(self) -> None:
-        self.connected = False
-
-    async def trace(self, name: str, info: Mapping[str, Any]) -> None:
-        if name == "http11.send_request_headers.started" or name.startswith("http2.send_"):
-            self.connected = True
 
 
 def _timeout_error(
@@ -394,33 +334,3 @@ def _parse(command: wire.Command[R], reply: _Reply, race_lost: bool) -> R | _Rac
         return _RaceLost()
     log.debug("<- %s ok", command.cmd)
     return parsed
-
-
-async def _read_capped(response: httpx.Response, cmd: str) -> bytes:
-    """The decoded body, refused as soon as the wire bytes or decoded bytes pass the cap."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > wire.MAX_REPLY_BYTES:
-        raise ProtocolError(f"reply to {cmd} is over {wire.MAX_REPLY_BYTES} bytes")
-    decoder = CappedDecoder(response.headers.get_list("content-encoding"), wire.MAX_REPLY_BYTES)
-    raw = response.aiter_raw()
-    try:
-        async for chunk in raw:
-            decoder.feed(chunk)
-        decoder.finish()
-    except ProtocolError as exc:
-        await _abandon(response, raw)
-        raise ProtocolError(f"reply to {cmd}: {exc}") from None
-    return decoder.body()
-
-
-async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
-    """Stop reading a body midway without leaving httpx's generators half-run.
-
-    httpx streams bodies through nested async generators that ``aclose`` on
-    the outer one does not reach (encode/httpx#3686), and trio warns about
-    each. Closing the response first makes the next read fail, which runs
-    every one of them to its end.
-    """
-    await response.aclose()
-    with contextlib.suppress(Exception, StopAsyncIteration):
-        await body.__anext__()
