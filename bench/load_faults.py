@@ -110,6 +110,7 @@ class Load:
         self.store = pbxsession.MemoryStore()
         self.expired: set[str] = set()  # sub-IDs whose context a fault may have ended
         self.calm = trio.Event()
+        self.exits = trio.CapacityLimiter(100)
         self.lag = 0.0  # how late trio wakes a sleeper now (the process is shared by N sessions)
         self.lost_in: Counter[str] = Counter()
         self.lost_why: defaultdict[str, list[str]] = defaultdict(list)
@@ -152,15 +153,21 @@ class Load:
         feed = FeedOptions(handshake_timeout=HANDSHAKE)
         try:
             async with trio.open_nursery() as nursery, pbxsession.open_session(
-                self.sim.url, store=self.store, subid=subid, timeout=TIMEOUT,
+                self.sim.url, ws_host=self.sim.ws_url, store=self.store, subid=subid,
+                timeout=TIMEOUT,
                 feed=feed, http_client=client, exit_timeout=10,
             ) as session:  # fmt: skip
                 nursery.start_soon(self.consume, subid, session.events())
-                await trio.sleep(rng.uniform(0, 2))  # spread the first logins
+                # Spread out so that the simulator (one process) is loaded, not
+                # swamped: about 100 sessions' worth of operations a second.
+                pace = max(1.0, self.n / 100)
+                await trio.sleep(rng.uniform(0, 2 * pace))
                 while trio.current_time() < end:
                     await self.step(session, subid, rng)
-                    await trio.sleep(rng.uniform(0.2, 1.0))
+                    await trio.sleep(rng.uniform(0.2, 1.0) * pace)
                 await self.wait_for_calm()
+                async with self.exits:  # a hundred at a time, like the logins' pace
+                    await session.exit(logout=True)
         except BaseExceptionGroup as group:
             self.result.groups += 1
             self.result.outside_tree.append(f"group: {group!r}")

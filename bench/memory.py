@@ -76,7 +76,7 @@ async def _heap(sim: SimProcess, n: int) -> float:
     async def one(i: int, client: httpx.AsyncClient) -> None:
         nonlocal logged_in
         async with pbxsession.open_session(
-            sim.url, store=store, http_client=client, subid=f"m{i:05d}"
+            sim.url, ws_host=sim.ws_url, store=store, http_client=client, subid=f"m{i:05d}"
         ) as session:
             async with limiter:
                 await session.login("alice", "alice-pass")
