@@ -616,3 +616,22 @@ async def test_history_events_after_exit_are_not_collected(
         sim.emit("call", call(9), login="alice")
         await trio.testing.wait_all_tasks_blocked()
         assert session.statistics().history_records == 0
+
+
+async def test_exit_logs_out_a_login_that_timed_out(
+    sim: Simulator, store: MemoryStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found by bench/load_faults.py: a login the client gave up on, carried out
+    # late by the PBX, was left on it by exit(logout=True) from host_set.
+    async with session_on(sim, store, feed=None, timeout=2) as session:
+        with pytest.raises(pbxsession.LoginError):  # settles the cookie first
+            await session.login("alice", checkonly=True)
+        sim.set_delay(3, "login")
+        with pytest.raises(pbxsession.PbxTimeoutError):
+            await session.login("alice", "alice-pass")
+        await trio.sleep(2)  # the PBX carries it out after all
+        assert [c["login"] for c in sim.contexts()] == ["alice"]
+        assert session.state is State.HOST_SET
+        report = await session.exit(logout=True)
+    assert report.steps["logout"].outcome is StepOutcome.OK
+    assert [c["login"] for c in sim.contexts() if c["login"]] == []

@@ -23,7 +23,7 @@ import trio
 
 from . import _wire as wire
 from ._config import SessionConfig
-from ._errors import InvalidStateError, SessionLostError
+from ._errors import InvalidStateError, PbxTimeoutError, SessionLostError
 from ._exit import STEP_NAMES, ExitPlan, run_exit
 from ._fanout import FeedHub
 from ._feed import FeedRunner, FeedStatistics
@@ -84,6 +84,7 @@ class SessionCore:
         self.ws_host = config.ws_host
         self.sub_id = config.subid
         self.login: Login | None = None
+        self.unsure: Route | None = None  # a login attempt that timed out (see log_in)
         self.exit_report: ExitReport | None = None
         self.hub = FeedHub()
         self.state_changed = trio.Event()
@@ -174,8 +175,12 @@ class SessionCore:
             )
         route = Route(self.transport, self.host, request.sub_id, CookieSlot(store, self.host, user))
         start = self.start_feed if self.config.feed is not None else None
-        login = await open_login(route, request, start_feed=start, deadline=self.deadline())
-        self.login, self.sub_id = login, request.sub_id
+        try:
+            login = await open_login(route, request, start_feed=start, deadline=self.deadline())
+        except PbxTimeoutError:
+            self.unsure = route  # the PBX may have made it: the exit logs it out too
+            raise
+        self.login, self.sub_id, self.unsure = login, request.sub_id, None
         self.lifecycle.succeeded(rule, login.facts())
         log.info("logged in to %s as %s", self.host, login.user.login)
         return login.user
@@ -229,7 +234,7 @@ class SessionCore:
             if self._operation_scope is not None:
                 self._operation_scope.cancel()
             async with self._lock:
-                plan = ExitPlan(self.login, logout, detached=detached)
+                plan = ExitPlan(self.login, logout, detached=detached, unsure=self.unsure)
                 report = await self._exit(plan, bounds, deadline)
         return report
 

@@ -23,7 +23,7 @@ import trio
 
 from . import _wire as wire
 from ._errors import PbxTimeoutError, SessionLostError, StaleCredentialError
-from ._login import Login
+from ._login import Login, Route
 from ._models import StepOutcome, StepResult
 from ._nursery import open_owned_nursery
 from ._timeouts import ExitTimeouts
@@ -65,6 +65,8 @@ class ExitPlan:
     login: Login | None
     logout: bool
     detached: bool = False
+    unsure: Route | None = None
+    """Where a login attempt timed out, the PBX may have made it: logout goes there too."""
     deadline: float | None = None
     lost: list[str] = field(default_factory=list)
 
@@ -124,6 +126,9 @@ class ExitPlan:
     async def _logout(self) -> None:
         if not self.logout and not self.detached:
             raise StepSkipped("not requested")
+        if self.login is None and self.unsure is not None and not self.detached:
+            await self._logout_unsure(self.unsure)
+            return
         login = self._login()
         if self.lost:
             raise StepSkipped("already logged out: the PBX answered notloggedin")
@@ -131,6 +136,13 @@ class ExitPlan:
             await self._send(login, wire.logout_command())
         except SessionLostError:
             raise StepSkipped("already logged out: the PBX answered notloggedin") from None
+
+    async def _logout_unsure(self, route: Route) -> None:
+        """A login that timed out may stand on the PBX: log it out, so none is left behind."""
+        try:
+            await route.send(wire.logout_command(), self.deadline)
+        except SessionLostError:
+            raise StepSkipped("not logged in (the timed-out login had not been made)") from None
 
 
 async def run_exit(
