@@ -110,7 +110,7 @@ class Load:
         self.store = pbxsession.MemoryStore()
         self.expired: set[str] = set()  # sub-IDs whose context a fault may have ended
         self.calm = trio.Event()
-        self.exits = trio.CapacityLimiter(100)
+        self.exits = trio.CapacityLimiter(50)
         self.lag = 0.0  # how late trio wakes a sleeper now (the process is shared by N sessions)
         self.lost_in: Counter[str] = Counter()
         self.lost_why: defaultdict[str, list[str]] = defaultdict(list)
@@ -166,7 +166,7 @@ class Load:
                     await self.step(session, subid, rng)
                     await trio.sleep(rng.uniform(0.2, 1.0) * pace)
                 await self.wait_for_calm()
-                async with self.exits:  # a hundred at a time, like the logins' pace
+                async with self.exits:  # fifty at a time: the simulator is one process
                     await session.exit(logout=True)
         except BaseExceptionGroup as group:
             self.result.groups += 1
