@@ -43,7 +43,7 @@ from _benchsim import SimProcess, machine, run_with_simulator
 import pbxsession
 from pbxsession import FeedOptions, State, Timeout
 
-COMMAND_DEADLINE = 1.0
+COMMAND_DEADLINE = 2.0
 TIMEOUT = Timeout(command=COMMAND_DEADLINE, operation=3 * COMMAND_DEADLINE)
 HANDSHAKE = 2.0
 GRACE = 1.0
