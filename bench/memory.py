@@ -31,6 +31,8 @@ import pbxsession
 from pbxsession._lifecycle import Lifecycle
 
 HEAP_TARGET_KIB = 40.0
+#: Memory, not latency, is measured: a loaded machine must not fail a login.
+SLACK = pbxsession.Timeout(command=30, operation=90)
 MACHINE_TARGET_BYTES = 4096
 MACHINE_TARGET_US = 20.0
 
@@ -76,7 +78,12 @@ async def _heap(sim: SimProcess, n: int) -> float:
     async def one(i: int, client: httpx.AsyncClient) -> None:
         nonlocal logged_in
         async with pbxsession.open_session(
-            sim.url, ws_host=sim.ws_url, store=store, http_client=client, subid=f"m{i:05d}"
+            sim.url,
+            ws_host=sim.ws_url,
+            store=store,
+            http_client=client,
+            subid=f"m{i:05d}",
+            timeout=SLACK,
         ) as session:
             async with limiter:
                 await session.login("alice", "alice-pass")

@@ -64,6 +64,25 @@ class SessionStatistics:
 class SessionCore:
     """What one session owns, and the path its operations run (see the module)."""
 
+    __slots__ = (
+        "_lock",
+        "_operation_scope",
+        "client",
+        "config",
+        "exit_report",
+        "host",
+        "hub",
+        "lifecycle",
+        "login",
+        "nursery",
+        "ssl_context",
+        "state_changed",
+        "sub_id",
+        "transport",
+        "unsure",
+        "ws_host",
+    )
+
     def __init__(
         self,
         config: SessionConfig,

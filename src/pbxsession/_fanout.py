@@ -131,6 +131,12 @@ class FeedSubscription(trio.abc.ReceiveChannel[FeedItem]):
 class FeedHub:
     """Distributes every published item to every current subscriber."""
 
+    __slots__ = (
+        "_closed",
+        "_status",
+        "_subscribers",
+    )
+
     def __init__(self) -> None:
         self._subscribers: list[FeedSubscription] = []
         self._closed = False

@@ -68,6 +68,19 @@ class _Disconnected(Exception):
 class FeedRunner:
     """Runs the feed of one login until stopped, lost or out of retries."""
 
+    __slots__ = (
+        "_cancel_scope",
+        "_cookie_header",
+        "_finished",
+        "_hub",
+        "_on_event",
+        "_options",
+        "_policy",
+        "_running",
+        "_ssl_context",
+        "_url",
+    )
+
     def __init__(
         self,
         *,

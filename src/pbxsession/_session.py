@@ -70,6 +70,8 @@ class Session(metaclass=_NoPublicConstructor):
     The state lives in the lifecycle machine only (:attr:`state`).
     """
 
+    __slots__ = ("_core",)
+
     def __init__(self, core: SessionCore) -> None:
         self._core = core
         if core.config.host is not None:

@@ -91,6 +91,15 @@ class CommandTransport:
     shared and owned by the caller: it is never closed here.
     """
 
+    __slots__ = (
+        "_client",
+        "_retries",
+        "_retry_backoff",
+        "_timeout",
+        "_urls",
+        "commands_sent",
+    )
+
     def __init__(
         self,
         *,
