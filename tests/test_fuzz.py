@@ -94,6 +94,7 @@ from pbxsession import (
     InvalidStateError,
     LoginError,
     PbxError,
+    PbxTimeoutError,
     PbxUnavailableError,
     PermissionDeniedError,
     SessionLostError,
@@ -113,6 +114,7 @@ STEPS = int(os.environ.get("PBXSESSION_FUZZ_STEPS", "20"))
 
 PASSWORDS = {u.login: u.password for u in DEFAULT_USERS}
 COMPANIES = {u.login: [c.id for c in u.companies] for u in DEFAULT_USERS}
+HOMES = {u.login: u.home for u in DEFAULT_USERS}
 LOGGED_IN = (State.LOGGED_IN, State.COMPANY_SELECTED)
 SETTLE = 5.0  # seconds an asynchronous consequence (feed reconnect, close) may take
 REQUEST_TIMEOUT = 0.3  # the model's session: a command delayed longer fails
@@ -281,9 +283,11 @@ class SessionMachine(RuleBasedStateMachine):
         self.sim = self.driver.sim
         self.session = self.driver.session
         self.loss_expected = False  # an expiry/restart the client has not noticed yet
-        self.foreign: tuple[str, str, str] | None = (
-            None  # (cookie, subid, login) of another program
-        )
+        # Logins on the PBX the session does not hold: another program's, a
+        # late login's, or one the session lost on an injected errno 2.
+        # (cookie, subid) -> login. The store keeps one cookie per (host, user),
+        # so several users' contexts can be logged in at once.
+        self.foreign: dict[tuple[str, str], str] = {}
         self.bad_logins: dict[str, int] = {}
         self.sub_id: str | None = None
         self.feed_stopped = False  # errno 100 ended this login's feed for good
@@ -294,18 +298,63 @@ class SessionMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ helpers
 
-    def cookie(self) -> str | None:
-        return self.driver.run(lambda: self.driver.store.get_cookie(self.sim.url, ""))
+    def cookie(self, user: str | None) -> str | None:
+        """The store's session cookie for ``user`` on the simulator (one per host and user)."""
+        if not user:
+            return None
+        cookie: str | None = self.driver.run(
+            lambda: self.driver.store.get_cookie(self.sim.url, user)
+        )
+        return cookie
 
-    def key(self) -> tuple[str | None, str]:
-        return self.cookie(), self.session.sub_id or ""
+    def own_user(self) -> str | None:
+        """The user the session is logged in as, or that a login check would adopt."""
+        user = self.session.user
+        if user is not None:
+            return user.login
+        return self.latest_user()
 
-    def context(self) -> dict[str, object] | None:
-        cookie, subid = self.key()
-        for ctx in self.driver.call(self.sim.contexts):
+    def latest_user(self) -> str | None:
+        latest: str | None = self.driver.run(lambda: self.driver.store.latest_user(self.sim.url))
+        return latest
+
+    def key(self, user: str | None = None) -> tuple[str | None, str]:
+        """The context (cookie, sub-ID) of ``user`` (default: :meth:`own_user`)."""
+        return self.cookie(user or self.own_user()), self.session.sub_id or ""
+
+    def context(self, user: str | None = None) -> dict[str, object] | None:
+        return self.context_at(self.key(user))
+
+    def context_at(self, key: tuple[str | None, str]) -> dict[str, object] | None:
+        cookie, subid = key
+        contexts: list[dict[str, object]] = self.driver.call(self.sim.contexts)
+        for ctx in contexts:
             if ctx["cookie"] == cookie and ctx["subid"] == subid:
                 return ctx
         return None
+
+    def expected_company(self, user: str) -> str:
+        """The company a login as ``user`` must show: a kept login's, else home.
+
+        The PBX keeps the company of a context already logged in as the user
+        (a password login as the same user does not reset it).
+        """
+        cookie, subid = self.key(user)
+        ctx = self.context_at((cookie, subid))
+        if cookie is not None and self.foreign.get((cookie, subid)) == user:
+            assert ctx is not None
+            return str(ctx["company"])
+        return HOMES[user]
+
+    def check_logged_in(self, user: str, company: str) -> None:
+        """Logged in as ``user`` in ``company``; another company means company_selected."""
+        current = self.session.user
+        assert current is not None and current.login == user, current
+        assert current.company == company, (current, company)
+        expected = State.LOGGED_IN if company == current.home else State.COMPANY_SELECTED
+        assert self.session.state is expected, (self.session.state, current)
+        # This context is the session's own now, no other program's.
+        self.foreign.pop((str(self.cookie(user)), self.session.sub_id or ""), None)
 
     def failures_pending(self) -> bool:
         return bool(self.driver.call(self.sim.state.faults.snapshot)["failures"])
@@ -374,14 +423,16 @@ class SessionMachine(RuleBasedStateMachine):
         # What it set off (a feed's errno 2, the session's reaction) gets to run.
         self.driver.run(trio.testing.wait_all_tasks_blocked)
 
-    def adopt_context_login(self) -> None:
-        """The PBX's context holds a login the client has not made: another program's."""
-        cookie, subid = self.key()
-        ctx = self.context()
-        if cookie is not None and ctx is not None and ctx["login"] is not None:
-            self.foreign = (cookie, subid, str(ctx["login"]))
+    def adopt_context_login(self, user: str) -> None:
+        """``user``'s context holds a login the client has not made (or no longer holds)."""
+        cookie, subid = self.key(user)
+        if cookie is None:
+            return
+        ctx = self.context_at((cookie, subid))
+        if ctx is not None and ctx["login"] is not None:
+            self.foreign[(cookie, subid)] = str(ctx["login"])
         else:
-            self.foreign = None
+            self.foreign.pop((cookie, subid), None)
 
     def command(
         self, fn: Callable[[], Awaitable[Any]], *allowed: type[BaseException]
@@ -472,6 +523,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     def _login(self, user: str, *, good: bool) -> None:
         password = PASSWORDS[user] if good else "not-" + PASSWORDS[user]
+        company = self.expected_company(user)
         before, outcome = self.command(
             lambda: self.session.login(user, password), LoginError, SessionLostError
         )
@@ -480,11 +532,11 @@ class SessionMachine(RuleBasedStateMachine):
             assert isinstance(error, InvalidStateError), outcome.error
         if error is None:
             assert good, "a bad password logged in"
-            assert self.session.state is State.LOGGED_IN
-            assert self.session.user is not None and self.session.user.login == user
+            # The login lands in the user's own context (cookie per user): other
+            # users' logins on the PBX stay as they are.
+            self.check_logged_in(user, company)
             self.bad_logins[user] = 0
             self.loss_expected = False
-            self.foreign = None
             self.feed_stopped = False
         elif isinstance(error, LoginError):
             assert error.code in ("badauth", "locked"), error.code
@@ -497,24 +549,38 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(["", "alice", "admin"]))
     @counted
     def login_checkonly(self, user: str) -> None:
+        # With no user name the session adopts the most recent login the store
+        # saw on the host (its user's cookie); with none, it fails sending nothing.
+        target = user or self.latest_user()
+        subid = self.session.sub_id or ""
+        adoptable = {
+            u: self.expected_company(u)
+            for u in PASSWORDS
+            if (c := self.cookie(u)) is not None and self.foreign.get((c, subid)) == u
+        }
+        sent_before = self.driver.call(self.sim.command_count, "login")
+        lost_before = self.driver.lost_transitions
         before, outcome = self.command(
             lambda: self.session.login(user, checkonly=True), LoginError, SessionLostError
         )
         error = outcome.error
-        foreign_here = self.foreign is not None and self.foreign[:2] == self.key()
-        adoptable = foreign_here and user in ("", self.foreign[2] if self.foreign else "")
+        # A loss that landed while the call waited changes the store's latest user.
+        raced = self.driver.lost_transitions != lost_before and not user
         if error is None:
             assert before is State.HOST_SET or self.lost_allowed(before)
-            assert adoptable, "checkonly adopted a login nobody made"
-            assert self.session.state is State.LOGGED_IN
-            assert self.foreign is not None and self.session.user is not None
-            assert self.session.user.login == self.foreign[2]
-            self.foreign = None
+            login = self.session.user.login if self.session.user is not None else None
+            assert login in adoptable, f"checkonly adopted a login nobody made: {login}"
+            assert raced or login == target, (login, target)
+            assert login is not None
+            self.check_logged_in(login, adoptable[login])
             self.loss_expected = False
             self.feed_stopped = False
         elif isinstance(error, LoginError):
             assert error.code == "notloggedin", error.code
-            assert not adoptable
+            assert raced or target not in adoptable, (target, adoptable)
+            if not target and not raced:
+                sent = self.driver.call(self.sim.command_count, "login")
+                assert sent == sent_before, "a login check with no known user sent a command"
 
     @rule(valid=st.booleans())
     @counted
@@ -563,12 +629,13 @@ class SessionMachine(RuleBasedStateMachine):
     @rule()
     @counted
     def logout(self) -> None:
+        key = self.key()
         before, outcome = self.command(self.session.logout)
         error = outcome.error
         if error is None:
             assert before in LOGGED_IN
             assert self.session.state is State.HOST_SET
-            ctx = self.context()
+            ctx = self.context_at(key)
             assert ctx is None or ctx["login"] is None
         if not isinstance(error, InvalidStateError):
             self.after_command_sent(before, outcome)
@@ -597,7 +664,7 @@ class SessionMachine(RuleBasedStateMachine):
         )
         if report.steps["logout"].outcome is StepOutcome.OK:
             assert ctx is None or ctx["login"] is None
-        self.foreign = None
+        self.foreign.clear()  # closed: the model no longer looks at the PBX
         return before, report
 
     # ------------------------------------------------------------- faults
@@ -625,8 +692,7 @@ class SessionMachine(RuleBasedStateMachine):
         if cookie is None:
             return
         expired = self.driver.call(self.sim.expire, cookie=cookie, subid=subid)
-        if self.foreign is not None and self.foreign[:2] == (cookie, subid):
-            self.foreign = None
+        self.foreign.pop((cookie, subid), None)
         if expired and self.session.state in LOGGED_IN:
             self.loss_expected = True
             if wait and self.feed_running():
@@ -644,7 +710,7 @@ class SessionMachine(RuleBasedStateMachine):
     def fault_restart(self, wait: bool) -> None:
         """Restart the PBX; with ``wait``, the feed's refused reconnect must bring host_set."""
         self.driver.call(self.sim.restart)
-        self.foreign = None
+        self.foreign.clear()
         if self.session.state in LOGGED_IN:
             self.loss_expected = True
             if wait and self.feed_running():
@@ -659,11 +725,11 @@ class SessionMachine(RuleBasedStateMachine):
     @counted
     def fault_feed_error(self, errno: int) -> None:
         self.read_events()
-        before = self.session.state
+        before, user = self.session.state, self.own_user()
         sent = self.driver.call(self.sim.feed_error, errno, "injected")
-        self.after_feed_error(errno, sent, before)
+        self.after_feed_error(errno, sent, before, user)
 
-    def after_feed_error(self, errno: int, sent: int, before: State) -> None:
+    def after_feed_error(self, errno: int, sent: int, before: State, user: str | None) -> None:
         """What an error frame that reached ``sent`` feed connections must bring."""
         if not sent:
             return
@@ -687,7 +753,8 @@ class SessionMachine(RuleBasedStateMachine):
                 assert self.lost_items > lost_before, "errno 2 without a SessionLost item"
             self.loss_expected = False
             self.feed_stopped = False
-            self.adopt_context_login()
+            assert user is not None
+            self.adopt_context_login(user)
         elif errno == 100:
             # The feed stops for good (FeedStopped), the login stays. Unless an
             # unnoticed expiry's errno 2 got there first (one frame per connection).
@@ -728,7 +795,7 @@ class SessionMachine(RuleBasedStateMachine):
     def fault_freeze(self, during: str | int) -> None:
         """Freeze the feeds for a moment; meanwhile drop them, log in or send an error."""
         self.read_events()
-        before = self.session.state
+        before, user = self.session.state, self.own_user()
         self.driver.call(self.sim.freeze_feeds)
         try:
             if during == "login":
@@ -746,7 +813,7 @@ class SessionMachine(RuleBasedStateMachine):
         finally:
             self.driver.call(self.sim.unfreeze_feeds)
         if isinstance(during, int):
-            self.after_feed_error(during, sent, before)
+            self.after_feed_error(during, sent, before, user)
 
     def _login_while_frozen(self) -> None:
         """A password login while the feeds are frozen returns only after they thaw."""
@@ -775,6 +842,7 @@ class SessionMachine(RuleBasedStateMachine):
             return outcome, done_at
 
         failures = self.failures_pending()
+        company = self.expected_company(user)
         outcome, done_at = self.driver.run(login_and_thaw)
         error = check_error(
             outcome, InvalidStateError, LoginError, SessionLostError, PbxUnavailableError
@@ -784,12 +852,12 @@ class SessionMachine(RuleBasedStateMachine):
         if before is not State.HOST_SET and not self.lost_allowed(before):
             assert isinstance(error, InvalidStateError), error
         if error is None:
-            assert outcome.state is State.LOGGED_IN
+            assert outcome.state is self.session.state
+            self.check_logged_in(user, company)
             assert done_at >= thawed_at[0], "login returned before its feed could start"
-            STEPS_RUN[("login_while_frozen", before.value, "logged_in")] += 1
+            STEPS_RUN[("login_while_frozen", before.value, outcome.state.value)] += 1
             self.bad_logins[user] = 0
             self.loss_expected = False
-            self.foreign = None
             self.feed_stopped = False
         elif isinstance(error, LoginError):
             assert error.code == "locked" and self.may_be_locked(user), error
@@ -863,8 +931,9 @@ class SessionMachine(RuleBasedStateMachine):
             _, report = self._exit(logout=True)
             step = report.steps["logout"]
             if before in LOGGED_IN and not lost and step.outcome is not StepOutcome.SKIPPED:
-                assert step.outcome is StepOutcome.FAILED, step
-                assert isinstance(step.error, PbxUnavailableError), step
+                # A step whose command hit its own deadline is reported timed_out.
+                assert step.outcome is StepOutcome.TIMED_OUT, step
+                assert isinstance(step.error, PbxTimeoutError), step
             self.wait_carried_out(cmd)
             return
         user = self.session.user
@@ -893,7 +962,7 @@ class SessionMachine(RuleBasedStateMachine):
             if op == "login_bad":
                 self.bad_logins["admin"] = self.bad_logins.get("admin", 0) + 1
             if self.session.state is State.HOST_SET:
-                self.adopt_context_login()
+                self.adopt_context_login("admin")
         elif op == "logout" and self.session.state in LOGGED_IN:
             ctx = self.context()
             if ctx is None or ctx["login"] is None:
@@ -906,25 +975,43 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(["alice", "admin"]))
     @counted
     def another_program_logs_in(self, user: str) -> None:
-        """Another program sharing the cookie logs in to this session's context."""
-        cookie, subid = self.key()
-        if cookie is None or self.session.state is not State.HOST_SET:
+        """Another program sharing the store logs in as ``user`` under the session's sub-ID.
+
+        The store keeps one cookie per (host, user): the program uses ``user``'s
+        cookie (getting and storing one if there is none yet, as a session
+        would) and notes the login in the store. So it logs in to ``user``'s
+        context, never to another user's: while the session is logged in as
+        someone else, its login must stay untouched (discrete users are
+        isolated). A program logging in as the session's own user would share
+        (and re-login) the session's context: not done while logged in.
+        """
+        state, own = self.session.state, self.session.user
+        if state is not State.HOST_SET and state not in LOGGED_IN:
             return
+        if own is not None and own.login == user:
+            return
+        subid = self.session.sub_id or ""
         form = {"cmd": "login", "sessionUser": user, "sessionPass": PASSWORDS[user]}
         if subid:
             form["subid"] = subid
+        url, store = self.sim.url, self.driver.store
 
-        async def post() -> httpx.Response:
+        async def post() -> tuple[httpx.Response, str | None]:
+            cookie = await store.get_cookie(url, user)
+            headers = {} if cookie is None else {"Cookie": wire.cookie_header(cookie)}
             async with httpx.AsyncClient(trust_env=False) as client:
-                return await client.post(
-                    self.sim.url + wire.COMMAND_PATH,
-                    data=form,
-                    headers={"Cookie": wire.cookie_header(cookie)},
-                )
+                reply = await client.post(url + wire.COMMAND_PATH, data=form, headers=headers)
+            update = wire.session_cookie(reply.headers.get_list("set-cookie"), url)
+            if update is not None:
+                cookie = await store.set_cookie(url, user, update.value, replacing=cookie)
+            if reply.status_code == 200 and 'result="success"' in reply.text:
+                await store.record_context(url, user, subid or None, True)
+            return reply, cookie
 
-        reply = self.driver.run(post)
+        reply, cookie = self.driver.run(post)
         if reply.status_code == 200 and 'result="success"' in reply.text:
-            self.foreign = (cookie, subid, user)
+            assert cookie is not None
+            self.foreign[(cookie, subid)] = user
             self.bad_logins[user] = 0
 
     # ---------------------------------------------------------- invariants
@@ -933,42 +1020,50 @@ class SessionMachine(RuleBasedStateMachine):
     def client_matches_simulator(self) -> None:
         async def check() -> None:
             state = self.session.state
-            cookie = await self.driver.store.get_cookie(self.sim.url, "")
             subid = self.session.sub_id or ""
+            store = self.driver.store
+            own: tuple[str | None, str] | None = None  # the session's own context
 
             def ctx() -> dict[str, object] | None:
+                assert own is not None
                 for c in self.sim.contexts():
-                    if c["cookie"] == cookie and c["subid"] == subid:
+                    if (c["cookie"], c["subid"]) == own:
                         return c
                 return None
 
             if state in LOGGED_IN:
                 user = self.session.user
                 assert user is not None
+                # The context of the user the session is logged in as (cookie per user).
+                own = (await store.get_cookie(self.sim.url, user.login), subid)
                 if self.loss_expected:
                     current = ctx()
                     assert current is None or current["login"] is None
-                    return
-                current = ctx()
-                assert current is not None and current["login"] == user.login
-                assert current["company"] == user.company
-                # The feed is (re)connected: exactly one connection (none once
-                # errno 100 stopped it).
-                feeds = 0 if self.feed_stopped else 1
-                with trio.fail_after(SETTLE):
-                    while (current := ctx()) is None or current["feeds"] != feeds:
-                        assert current is not None and current["feeds"] <= 1
-                        await trio.sleep(0.01)
+                else:
+                    current = ctx()
+                    assert current is not None and current["login"] == user.login
+                    assert current["company"] == user.company
+                    # The feed is (re)connected: exactly one connection (none once
+                    # errno 100 stopped it).
+                    feeds = 0 if self.feed_stopped else 1
+                    with trio.fail_after(SETTLE):
+                        while (current := ctx()) is None or current["feeds"] != feeds:
+                            assert current is not None and current["feeds"] <= 1
+                            await trio.sleep(0.01)
             else:
                 assert self.session.user is None
                 if state is State.HOST_SET:
-                    current = ctx()
-                    if current is not None and current["login"] is not None:
-                        assert self.foreign == (cookie, subid, current["login"]), current
-                # No feed of this session is left anywhere.
-                with trio.fail_after(SETTLE):
-                    while self.sim.stats()["feed_connections"]:
-                        await trio.sleep(0.01)
+                    # No feed of this session is left anywhere.
+                    with trio.fail_after(SETTLE):
+                        while self.sim.stats()["feed_connections"]:
+                            await trio.sleep(0.01)
+            if state is State.HOST_SET or state in LOGGED_IN:
+                # Every other login on the PBX, in any user's context, is one
+                # the model knows another program (or a late command) made.
+                for c in self.sim.contexts():
+                    key = (str(c["cookie"]), str(c["subid"]))
+                    if c["login"] is not None and key != own:
+                        assert self.foreign.get(key) == c["login"], (c, self.foreign)
 
         self.driver.run(check)
         if self.session.state is State.HOST_SET:
