@@ -165,6 +165,7 @@ class Driver:
         self.events: pbxsession.FeedSubscription
         self.lost_transitions = 0  # session_lost transitions seen by on_transition
         self.completed: Counter[str] = Counter()  # commands the simulator has carried out
+        self.errors: list[BaseException] = []  # raised by calls, not yet swept for secrets
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event
 
@@ -238,10 +239,12 @@ class Driver:
             try:
                 value = await fn()
             except BaseException as exc:
+                self.errors.append(exc)
                 return Outcome(error=exc, state=self.session.state)
             return Outcome(value=value, state=self.session.state)
 
-        return self.run(call)
+        outcome: Outcome = self.run(call)
+        return outcome
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a synchronous ``fn`` on the trio thread (where the simulator's state lives)."""
@@ -262,6 +265,24 @@ class Driver:
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self._thread.join(60)
         assert not self._thread.is_alive(), "the session block did not finish"
+
+
+def exception_text(error: BaseException) -> str:
+    """The text of ``error``, its ``__cause__``/``__context__`` chain and their attributes."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        exc = todo.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        parts += [repr(exc), str(exc), *map(repr, exc.args)]
+        parts += [repr(value) for value in getattr(exc, "__dict__", {}).values()]
+        todo += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+        if isinstance(exc, BaseExceptionGroup):
+            todo += list(exc.exceptions)
+    return "\n".join(parts)
 
 
 def check_error(outcome: Outcome, *allowed: type[BaseException]) -> BaseException | None:
@@ -650,9 +671,12 @@ class SessionMachine(RuleBasedStateMachine):
         key = self.key()
         outcome = self.driver.attempt(lambda: self.session.exit(logout=logout))
         assert check_error(outcome) is None  # exit reports, it does not raise
-        report = outcome.value
-        assert self.session.state is State.CLOSED
+        report: pbxsession.ExitReport = outcome.value
         assert report is not None and report is self.session.exit_report
+        assert self.session.state is State.CLOSED
+        # The report's step errors are swept for secrets like raised ones.
+        self.driver.errors += [r.error for r in report.steps.values() if r.error is not None]
+        self.assert_no_secret(repr(report), "the exit report")
         assert set(report.steps) == {"chat_offline", "history_save", "rtc_release", "logout"}
         if before is State.CLOSED:
             return before, report
@@ -1048,7 +1072,10 @@ class SessionMachine(RuleBasedStateMachine):
                     feeds = 0 if self.feed_stopped else 1
                     with trio.fail_after(SETTLE):
                         while (current := ctx()) is None or current["feeds"] != feeds:
-                            assert current is not None and current["feeds"] <= 1
+                            assert current is not None and current["feeds"] in (0, 1)
+                            await trio.sleep(0.01)
+                        # ... and none in any other context (other logins have no feed).
+                        while self.sim.stats()["feed_connections"] != feeds:
                             await trio.sleep(0.01)
             else:
                 assert self.session.user is None
@@ -1080,8 +1107,32 @@ class SessionMachine(RuleBasedStateMachine):
         text = self.driver.call(
             lambda: repr(self.session) + repr(self.session.user) + repr(self.session.statistics())
         )
-        for password in PASSWORDS.values():
-            assert password not in text
+        self.assert_no_secret(text, "the session's repr")
+
+    @invariant()
+    def no_secret_in_errors(self) -> None:
+        """No exception raised (nor its chain, nor their attributes) holds a password or cookie."""
+        errors, self.driver.errors = self.driver.errors, []
+        for error in errors:
+            self.assert_no_secret(exception_text(error), repr(error))
+
+    def secrets(self) -> list[str]:
+        """The passwords and every session cookie the store or the simulator knows."""
+
+        async def cookies() -> list[str]:
+            found = [str(c["cookie"]) for c in self.sim.contexts()]
+            for user in PASSWORDS:
+                cookie = await self.driver.store.get_cookie(self.sim.url, user)
+                if cookie is not None:
+                    found.append(cookie)
+            return found
+
+        found: list[str] = self.driver.run(cookies)
+        return [*PASSWORDS.values(), *found]
+
+    def assert_no_secret(self, text: str, where: str) -> None:
+        for secret in self.secrets():
+            assert secret not in text, f"a password or session cookie in {where}"
 
     def teardown(self) -> None:
         self.driver.stop()
@@ -1153,3 +1204,25 @@ async def test_concurrent_first_logins_sharing_a_fresh_store() -> None:
             for i in range(20):
                 nursery.start_soon(one, i)
     assert outcomes == dict.fromkeys(range(20), "logged_in")
+
+
+def test_the_secret_sweep_reads_chains_and_attributes() -> None:
+    """exception_text sees a secret held by a cause's attribute or a context's args."""
+
+    class Holder(Exception):
+        def __init__(self) -> None:
+            super().__init__("nothing here")
+            self.request = "sessionPass=alice-pass"
+
+    try:
+        try:
+            raise ValueError("cookie=SECRETCOOKIE")
+        except ValueError:
+            try:
+                raise Holder
+            except Holder as inner:
+                raise PbxUnavailableError("login: down") from inner
+    except PbxUnavailableError as exc:
+        text = exception_text(exc)
+    assert "alice-pass" in text
+    assert "SECRETCOOKIE" in text
