@@ -1038,6 +1038,35 @@ class SessionMachine(RuleBasedStateMachine):
             self.foreign[(cookie, subid)] = user
             self.bad_logins[user] = 0
 
+    @rule(user=st.sampled_from(["alice", "admin"]), by_name=st.booleans())
+    @counted
+    def adopt_another_programs_login(self, user: str, by_name: bool) -> None:
+        """Another program logs in as ``user``; a login check (named or not) adopts it.
+
+        Adoption needs host_set and another's login in the right context at
+        once, which random steps rarely line up: this rule makes it common.
+        """
+        self.another_program_logs_in(user=user)
+        self.login_checkonly(user=user if by_name else "")
+
+    @rule(select=st.booleans(), by_name=st.booleans())
+    @counted
+    def lose_then_adopt(self, select: bool, by_name: bool) -> None:
+        """The feed's errno 2 ends the login (left on the PBX); a login check adopts it again.
+
+        With ``select``, a multi-company user first selects another company: the
+        adopted login then shows a company other than home (company_selected).
+        """
+        if not self.feed_running() or self.loss_expected:
+            return
+        user = self.own_user()
+        if select:
+            self.select_company(valid=True)
+        if not self.feed_running() or self.loss_expected:
+            return
+        self.fault_feed_error(errno=2)
+        self.login_checkonly(user=(user or "") if by_name else "")
+
     # ---------------------------------------------------------- invariants
 
     @invariant()
