@@ -7,9 +7,13 @@ good and bad, ``checkonly`` logins, ``select_company`` valid and invalid,
 simulator (command delays, HTTP 500s, commands that outlast the session's
 ``timeout``, expiry, restarts, feed drops, feed error frames with
 errno 1, 2, 3, 90 and 100, refused feed handshakes, frozen feeds) and acting
-as "another program" that logs in to the session's context (so that
-``checkonly`` can adopt a login). The model keeps one ``events()`` channel
-open for the whole example and reads it after every step.
+as "another program" sharing the session store that logs in as some user
+(so that ``checkonly`` can adopt a login). The store keeps one session
+cookie per (host, user), so that program uses the cookie of the user it
+logs in as: it lands in that user's context, never in another user's, and
+may log in while the session is logged in as someone else. The model keeps
+one ``events()`` channel open for the whole example and reads it after every
+step.
 
 Hypothesis' stateful testing is synchronous, and a session must live across
 rules, so each example runs a :class:`Driver`: a thread running ``trio.run``
@@ -38,13 +42,20 @@ After every step the invariants hold:
 * while the feeds are frozen the client learns nothing (an error frame held
   back has no effect until they thaw), and a login made meanwhile does not
   return before its feed's handshake and ``ready`` got through;
-* the client's view matches the simulator's context for its cookie and
-  sub-ID: logged in as the same user with the same company and one feed
-  connection; or, in ``host_set``, not logged in (unless another program
-  logged in) with no feed; after an injected expiry the client may still
-  believe it is logged in until its next command or the feed's errno 2, but
-  that next command must move it to ``host_set``; after errno 100 the
-  client hears of a loss only from its next command;
+* the client's view matches the simulator's context for the cookie of the
+  user it is logged in as and its sub-ID: logged in as the same user with
+  the same company, one feed connection, and no feed anywhere else; a login
+  (password or adopted) whose company is not home is ``company_selected``;
+  a ``checkonly`` login with no user name adopts the store's latest user's
+  login, or fails ``notloggedin`` sending nothing; in ``host_set`` no feed
+  is left; every other login on the PBX, in any user's context, is one the
+  model knows another program (or a late command) made; after an injected
+  expiry the client may still believe it is logged in until its next
+  command or the feed's errno 2, but that next command must move it to
+  ``host_set``; after errno 100 the client hears of a loss only from its
+  next command;
+* no exception raised (its chain, its attributes) nor exit report holds a
+  password or a session cookie;
 * when the example ends, the session's block is left cleanly and the
   simulator shows no feed connection at all; warnings are errors.
 
