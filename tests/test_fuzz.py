@@ -108,6 +108,7 @@ from pbxsession import (
     PbxTimeoutError,
     PbxUnavailableError,
     PermissionDeniedError,
+    SessionBusyError,
     SessionLostError,
     State,
     StepOutcome,
@@ -177,6 +178,8 @@ class Driver:
         self.lost_transitions = 0  # session_lost transitions seen by on_transition
         self.completed: Counter[str] = Counter()  # commands the simulator has carried out
         self.errors: list[BaseException] = []  # raised by calls, not yet swept for secrets
+        self.busy = False  # an asynchronous call submitted by the model is running
+        self.nursery: trio.Nursery
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event
 
@@ -212,8 +215,10 @@ class Driver:
                 session.on_transition(self._transition)
                 self._track_completions(sim)
                 self._token = trio.lowlevel.current_trio_token()
-                self._ready.set()
-                await self._stop.wait()
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery  # for probes running beside a call
+                    self._ready.set()
+                    await self._stop.wait()
             # The block is left: nothing of the session may stay connected.
             with trio.move_on_after(SETTLE):
                 while sim.stats()["feed_connections"]:
@@ -247,11 +252,14 @@ class Driver:
         async def call() -> Outcome:
             # The state is read before any checkpoint: nothing else (a feed's
             # errno 2 waiting for the lock, say) has run since the call ended.
+            self.busy = True
             try:
                 value = await fn()
             except BaseException as exc:
                 self.errors.append(exc)
                 return Outcome(error=exc, state=self.session.state)
+            finally:
+                self.busy = False
             return Outcome(value=value, state=self.session.state)
 
         outcome: Outcome = self.run(call)
@@ -1094,6 +1102,69 @@ class SessionMachine(RuleBasedStateMachine):
             return
         self.fault_feed_error(errno=2)
         self.login_checkonly(user=(user or "") if by_name else "")
+
+    @rule(sync=st.sampled_from(["set_host", "set_ws_host", "get_sub_id"]))
+    @counted
+    def sync_call_during_async(self, sync: str) -> None:
+        """A synchronous call made while an asynchronous one runs raises SessionBusyError.
+
+        A password login (from host_set) or ``rtc_reset`` (logged in), its
+        command delayed under the timeout, runs through the model's own rule;
+        meanwhile a probe on the trio thread makes the synchronous call. It
+        changes nothing; an operation the state does not allow is refused as
+        such (InvalidStateError) first.
+        """
+        state = self.session.state
+        if state is State.HOST_SET:
+            cmd, run = "login", functools.partial(self._login, "alice", good=True)
+        elif state in LOGGED_IN:
+            cmd, run = "rtcreset", functools.partial(self.rtc_reset, getnew=False)
+        else:
+            return
+        calls: dict[str, Callable[[], object]] = {
+            "set_host": lambda: self.session.set_host(self.sim.url),
+            "set_ws_host": lambda: self.session.set_ws_host(self.sim.ws_url),
+            "get_sub_id": self.session.get_sub_id,
+        }
+        probe: dict[str, object] = {}
+
+        def view() -> tuple[object, ...]:
+            session = self.session
+            return session.state, session.host, session.ws_host, session.sub_id
+
+        async def prober() -> None:
+            await trio.sleep(SHORT_DELAY / 3)
+            probe["busy"], probe["before"] = self.driver.busy, view()
+            try:
+                probe["value"] = calls[sync]()
+            except BaseException as exc:
+                probe["error"] = exc
+            probe["after"] = view()
+
+        delays = self.driver.call(self.sim.state.faults.snapshot)["delays"]
+        self.driver.call(self.sim.set_delay, SHORT_DELAY, cmd)
+        try:
+            self.driver.call(self.driver.nursery.start_soon, prober)
+            run()
+        finally:
+            self.driver.call(self.sim.set_delay, delays.get(cmd, 0.0), cmd)
+        self.wait_until(lambda: "after" in probe, "the probe")
+        if not probe["busy"]:
+            return  # the call had already ended (a fast failure): nothing to check
+        error = probe.get("error")
+        before = probe["before"]
+        assert isinstance(before, tuple)
+        busy_state = before[0]
+        STEPS_RUN[("sync_call_while_busy", sync, str(busy_state))] += 1
+        assert "value" not in probe, f"{sync} ran during an asynchronous call"
+        assert not isinstance(error, BaseExceptionGroup), error
+        assert probe["after"] == before, (before, probe["after"])
+        if busy_state is State.HOST_SET or (sync == "get_sub_id" and self.sub_id is not None):
+            assert isinstance(error, SessionBusyError), repr(error)
+        elif busy_state in LOGGED_IN and sync != "get_sub_id":
+            assert isinstance(error, InvalidStateError), repr(error)  # no host change logged in
+        else:
+            assert isinstance(error, SessionBusyError | InvalidStateError), repr(error)
 
     # ---------------------------------------------------------- invariants
 
