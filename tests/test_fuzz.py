@@ -1215,10 +1215,16 @@ class SessionMachine(RuleBasedStateMachine):
             if state is State.HOST_SET or state in LOGGED_IN:
                 # Every other login on the PBX, in any user's context, is one
                 # the model knows another program (or a late command) made.
+                logged_in: dict[tuple[str, str], object] = {}
                 for c in self.sim.contexts():
                     key = (str(c["cookie"]), str(c["subid"]))
                     if c["login"] is not None and key != own:
                         assert self.foreign.get(key) == c["login"], (c, self.foreign)
+                        logged_in[key] = c["login"]
+                # ... and each of those is still there: nothing the session did
+                # (its logins, logouts, losses as another user) ended it.
+                for key, login in self.foreign.items():
+                    assert logged_in.get(key) == login, (key, login, self.sim.contexts())
 
         self.driver.run(check)
         if self.session.state is State.HOST_SET:
