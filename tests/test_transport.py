@@ -81,8 +81,10 @@ async def test_login_ends_at_the_command_deadline(
     # Fails on main: each read gets a byte within request_timeout, so login hangs.
     server = await serve_hostile(nursery, behaviour)
     store = pbxsession.MemoryStore()
-    # A cookie already settled: the password login is the only request.
+    # A cookie already proven (its context seen logged in): the password login
+    # is the only request.
     await store.set_cookie(server.url, "alice", "settled", replacing=None)
+    await store.record_context(server.url, "alice", None, True)
     with trio.fail_after(120):
         async with pbxsession.open_session(
             server.url, store=store, feed=None, timeout=5

@@ -184,21 +184,33 @@ async def open_login(
 
 
 async def settle_cookie(route: Route, deadline: float) -> None:
-    """Get the context's cookie before a password goes out, under the store's lock.
+    """Make sure of the context's cookie before a password goes out, under the store's lock.
 
     Sessions of one user that log in at once on a store with no cookie
     would each get a cookie of their own, and all but one login would be
-    left on the PBX under a cookie nobody keeps. One cookie-only request
-    (a ``checkonly`` login, answered ``notloggedin`` with the cookie) under
-    the store's lock settles it first.
+    left on the PBX under a cookie nobody keeps. And a cookie the PBX has
+    forgotten (a restart) would have it set a fresh one on the password
+    login's reply, which may be lost to a deadline. So unless this context
+    is known to be logged in with the stored cookie, one cookie-only request
+    (a ``checkonly`` login, answered ``notloggedin``, with a new cookie if
+    one is due) goes first, under the lock.
     """
     cookies = route.cookies
-    if await cookies.get() is not None:
+    if await _cookie_proven(route):
         return
     async with cookies.store.lock(route.host, cookies.user):
-        if await cookies.get() is None:
+        if not await _cookie_proven(route):
             with contextlib.suppress(LoginError):
                 await route.send(wire.login_command(cookies.user, None, checkonly=True), deadline)
+
+
+async def _cookie_proven(route: Route) -> bool:
+    """Whether the store has a cookie, and this context was last seen logged in with it."""
+    cookies = route.cookies
+    if await cookies.get() is None:
+        return False
+    record = await cookies.store.get_context(route.host, cookies.user, route.sub_id)
+    return record is not None and record.logged_in
 
 
 async def _load_history(route: Route, deadline: float) -> deque[Mapping[str, Any]] | None:
