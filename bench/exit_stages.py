@@ -35,8 +35,11 @@ import httpx
 from _benchsim import SimProcess, run_with_simulator
 
 import pbxsession
+from pbxsession import Timeout
 from pbxsession import _wire as wire
+from pbxsession._tls import trust_context
 from pbxsession._transport import CommandTransport, new_http_client
+from pbxsession.stores import CookieSlot
 
 CEILING = 120.0
 
@@ -78,23 +81,25 @@ async def sequential(sim: SimProcess, delay: float) -> float:
         sim.url, ws_host=sim.ws_url, store=store, keep_session=True
     ) as session:
         await set_up(session, sim.url, store)
-        held = session._rtc_password
-        history = list(session._history)
+        login = session._core.current_login()
+        held = login.rtc_password
+        history = list(login.history or ())
         assert held is not None
-        session._rtc_password = None  # the benchmark releases it itself, below
+        login.rtc_password = None  # the benchmark releases it itself, below
         commands = [
             wire.status_command("offline"),
             wire.save_history_command(history),
             wire.rtc_reset_command(release=held),
             wire.logout_command(),
         ]
-        async with new_http_client(timeout=10.0, verify=True) as client:
-            transport = CommandTransport(client, store)
+        async with new_http_client(trust_context(True)) as client:
+            transport = CommandTransport(client=client, timeout=Timeout(10, 30), retries=2)
+            cookies = CookieSlot(store, sim.url, "alice")
             await sim.post("delay", {"seconds": delay, "cmd": None})
             try:
                 start = time.perf_counter()
                 for command in commands:
-                    await transport.send(sim.url, command, None)
+                    await transport.send(sim.url, command, None, cookies)
                 elapsed = time.perf_counter() - start
             finally:
                 await sim.post("delay", {"seconds": 0, "cmd": None})
