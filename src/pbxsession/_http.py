@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -21,7 +22,7 @@ from ._decode import CappedDecoder
 from ._errors import ProtocolError
 from ._redact import install_httpcore_redaction
 
-__all__ = ["Body", "Progress", "new_http_client", "pool_for", "read_capped"]
+__all__ = ["Body", "Progress", "ReplyHead", "new_http_client", "pool_for", "read_capped"]
 
 
 def new_http_client(
@@ -67,26 +68,63 @@ class Body(httpx.AsyncByteStream):
 
 
 class Progress:
-    """Whether the attempt got a connection: the timeout message says which wait it was."""
+    """Whether the attempt got a connection: the timeout message says which wait it was.
 
-    __slots__ = ("connected",)
+    It traces ``request`` (httpcore's ``trace`` extension) until the request
+    starts going out on a connection, then takes itself off: httpcore calls
+    a trace at every step, and only the first steps tell anything here.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_extensions", "connected")
+
+    def __init__(self, request: httpx.Request) -> None:
         self.connected = False
+        self._extensions = request.extensions
+        self._extensions["trace"] = self._trace
 
-    async def trace(self, name: str, info: Mapping[str, Any]) -> None:
+    async def _trace(self, name: str, info: Mapping[str, Any]) -> None:
         if name == "http11.send_request_headers.started" or name.startswith("http2.send_"):
             self.connected = True
+            self._extensions.pop("trace", None)
 
 
-async def read_capped(response: httpx.Response, cmd: str, limit: int) -> bytes:
+@dataclass(frozen=True, slots=True)
+class ReplyHead:
+    """The reply headers the transport reads, found in one pass over the raw headers."""
+
+    content_length: str = ""
+    content_type: str | None = None
+    content_encodings: tuple[str, ...] = ()
+    set_cookies: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ReplyHead:
+        length, media = "", None
+        encodings: list[str] = []
+        cookies: list[str] = []
+        for name, value in response.headers.raw:
+            name = name.lower()
+            if name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"content-type":
+                media = value.decode("latin-1")
+            elif name == b"content-encoding":
+                encodings.append(value.decode("latin-1"))
+            elif name == b"set-cookie":
+                cookies.append(value.decode("latin-1"))
+        return cls(length, media, tuple(encodings), tuple(cookies))
+
+
+async def read_capped(response: httpx.Response, head: ReplyHead, cmd: str, limit: int) -> bytes:
     """The decoded body, refused as soon as the wire bytes or decoded bytes pass the cap."""
-    declared = response.headers.get("content-length", "")
+    declared = head.content_length
     if declared.isdigit() and int(declared) > limit:
         raise ProtocolError(f"reply to {cmd} is over {limit} bytes")
-    decoder = CappedDecoder(response.headers.get_list("content-encoding"), limit)
     raw = response.aiter_raw()
     try:
+        if not head.content_encodings:  # as sent: only the wire bytes to count
+            return await _read_plain(raw, limit)
+        decoder = CappedDecoder(head.content_encodings, limit)
         async for chunk in raw:
             decoder.feed(chunk)
         decoder.finish()
@@ -94,6 +132,16 @@ async def read_capped(response: httpx.Response, cmd: str, limit: int) -> bytes:
         await _abandon(response, raw)
         raise ProtocolError(f"reply to {cmd}: {exc}") from None
     return decoder.body()
+
+
+async def _read_plain(raw: AsyncIterator[bytes], limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in raw:
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:

@@ -24,7 +24,7 @@ from ._errors import (
     PbxUnavailableError,
     TlsError,
 )
-from ._http import Body, Progress, new_http_client, pool_for, read_capped
+from ._http import Body, Progress, ReplyHead, new_http_client, pool_for, read_capped
 from ._redact import install_httpcore_redaction
 from ._timeouts import Timeout
 from ._tls import speaks_tls, tls_failure
@@ -64,7 +64,7 @@ class SanitisedCause(Exception):
 @dataclass(slots=True)
 class _Reply:
     status: int
-    headers: httpx.Headers
+    head: ReplyHead
     body: bytes
 
 
@@ -193,16 +193,18 @@ class CommandTransport:
             # A string, not the command: a record's args must not carry a password.
             log.debug("-> %s %s subid=%s", host, repr(command), subid)
         request = self._request(host, command.encode(subid), cookie, attempt_deadline)
-        progress = Progress()
-        request.extensions["trace"] = progress.trace
+        progress = Progress(request)
         self.commands_sent += 1
         with trio.move_on_at(attempt_deadline):
             exchanged = await self._exchange(request, command.cmd, host)
             if isinstance(exchanged, PbxError):
                 return exchanged
-            # Shielded: a login the PBX made must not lose its cookie to the deadline.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + _STORE_SECONDS):
-                race_lost = await _store_cookie(exchanged.headers, host, cookie, cookies)
+            update = wire.session_cookie(exchanged.head.set_cookies, host)
+            race_lost = False
+            if update is not None and update.value != cookie:
+                # Shielded: a login the PBX made must not lose its cookie to the deadline.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + _STORE_SECONDS):
+                    race_lost = await _store_cookie(update.value, cookie, cookies)
             return _parse(command, exchanged, race_lost)
         return _TimedOut(progress.connected)
 
@@ -239,8 +241,9 @@ class CommandTransport:
         transport = pool_for(self._client, request.url)
         try:
             response = await transport.handle_async_request(request)
+            head = ReplyHead.of(response)
             try:
-                body = await read_capped(response, cmd, wire.MAX_REPLY_BYTES)
+                body = await read_capped(response, head, cmd, wire.MAX_REPLY_BYTES)
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
@@ -248,7 +251,7 @@ class CommandTransport:
             # the new error's __context__ would keep ``exc`` and its request.
             failure = _failure(exc, cmd, host)
         else:
-            return _Reply(response.status_code, response.headers, body)
+            return _Reply(response.status_code, head, body)
         if _hung_up_on_plain_http(failure, host) and await speaks_tls(
             request.url.host, request.url.port or 80
         ):
@@ -307,28 +310,21 @@ def _reason(exc: BaseException) -> str:
     return f"the connection broke with no reason given ({type(exc).__name__})"
 
 
-async def _store_cookie(
-    headers: httpx.Headers, host: str, sent: str | None, cookies: CookieSlotLike
-) -> bool:
-    """Store a new session cookie (compare-and-set); True if another's cookie won."""
-    update = wire.session_cookie(headers.get_list("set-cookie"), host)
-    if update is None or update.value == sent:
-        return False
-    if update.value is None:  # the PBX deleted it: forget ours
+async def _store_cookie(value: str | None, sent: str | None, cookies: CookieSlotLike) -> bool:
+    """Store the PBX's new session cookie ``value`` (compare-and-set); True if another's won."""
+    if value is None:  # the PBX deleted it: forget ours
         await cookies.put(None, replacing=sent)
         return False
     # If another program stored a fresh cookie first, its cookie stays and
     # this request ran in an empty context nobody will use again.
-    kept = await cookies.put(update.value, replacing=sent)
-    return kept != update.value
+    kept = await cookies.put(value, replacing=sent)
+    return kept != value
 
 
 def _parse(command: wire.Command[R], reply: _Reply, race_lost: bool) -> R | _RaceLost | PbxError:
     """The parsed reply; a lost cookie race is returned as ``_RaceLost``."""
     try:
-        parsed = wire.parse_reply(
-            command, reply.status, reply.headers.get("content-type"), reply.body
-        )
+        parsed = wire.parse_reply(command, reply.status, reply.head.content_type, reply.body)
     except CommandError as exc:
         # In an empty context only "not logged in" depends on the context; a
         # refused password (badauth, locked) stands wherever it was sent.

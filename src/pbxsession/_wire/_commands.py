@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -176,16 +177,27 @@ class Command(Generic[R]):
 
     def encode(self, subid: str | None) -> bytes:
         """The percent-encoded form body, with ``subid`` when one is active."""
-        pairs = [("cmd", self.cmd), *self.fields]
-        if subid is not None:
-            pairs.append(("subid", subid))
-        return urllib.parse.urlencode(pairs).encode("ascii")
+        if not self.fields:  # nothing secret in it: the body is kept (hot path)
+            return _bare_body(self.cmd, subid)
+        return _form(("cmd", self.cmd), *self.fields, subid=subid)
 
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{k}={'***' if k in self.secret_fields else v!r}" for k, v in self.fields
         )
         return f"Command({self.cmd}{': ' if shown else ''}{shown})"
+
+
+def _form(*pairs: tuple[str, str], subid: str | None) -> bytes:
+    if subid is not None:
+        pairs = (*pairs, ("subid", subid))
+    return urllib.parse.urlencode(pairs).encode("ascii")
+
+
+@functools.lru_cache(maxsize=256)
+def _bare_body(cmd: str, subid: str | None) -> bytes:
+    """The body of a command without fields (one per command and sub-ID in use)."""
+    return _form(("cmd", cmd), subid=subid)
 
 
 def _utf8(text: str) -> bool:
@@ -224,7 +236,10 @@ def login_command(
 
 def logout_command() -> Command[Ack]:
     """``logout``."""
-    return Command("logout", (), _ack("logout"), retry_safe=True)
+    return _LOGOUT
+
+
+_LOGOUT: Command[Ack] = Command("logout", (), _ack("logout"), retry_safe=True)
 
 
 def select_company_command(company_id: str) -> Command[UserReply]:
@@ -235,8 +250,13 @@ def select_company_command(company_id: str) -> Command[UserReply]:
 
 def rtc_reset_command(*, release: str | None = None) -> Command[Ack]:
     """``rtcreset``: ``release`` is the password being given up (stale-checked)."""
-    fields = () if release is None else (("pass", release),)
-    return Command("rtcreset", fields, _ack("rtcreset"), secret_fields=frozenset({"pass"}))
+    if release is None:
+        return _RTC_RESET
+    return Command("rtcreset", (("pass", release),), _ack("rtcreset"), secret_fields=_PASS)
+
+
+_PASS = frozenset({"pass"})
+_RTC_RESET: Command[Ack] = Command("rtcreset", (), _ack("rtcreset"), secret_fields=_PASS)
 
 
 def rtc_new_password_command() -> Command[RtcPassword]:
