@@ -214,29 +214,24 @@ class FeedRunner:
         return ready
 
     async def _pump(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:
-        # Reading and keep-alive run side by side (the pong is processed by
-        # the reader); each catches its own ending so that no exception group
-        # leaves this nursery.
+        # The keep-alive runs beside the reading, which stays in this task (a
+        # task fewer per session); each catches its own ending so that no
+        # exception group leaves this nursery.
         ending = _Disconnected(policy_.CLOSED)
 
+        async def keep_alive() -> None:
+            nonlocal ending
+            await self._keep_alive(ws)
+            ending = _Disconnected(policy_.NO_PONG)
+            nursery.cancel_scope.cancel()
+
         async with trio.open_nursery() as nursery:
-
-            async def read() -> None:
-                nonlocal ending
-                try:
-                    await self._read(ws)
-                except _Disconnected as exc:
-                    ending = exc
-                nursery.cancel_scope.cancel()
-
-            async def keep_alive() -> None:
-                nonlocal ending
-                await self._keep_alive(ws)
-                ending = _Disconnected(policy_.NO_PONG)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(read)
             nursery.start_soon(keep_alive)
+            try:
+                await self._read(ws)
+            except _Disconnected as exc:
+                ending = exc
+            nursery.cancel_scope.cancel()
         raise ending
 
     async def _read(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:

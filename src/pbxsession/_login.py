@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -73,8 +72,10 @@ class Login:
 
     user: User
     route: Route
-    history: deque[Mapping[str, Any]] | None
-    """The call history loaded at login and added to by ended calls (``None``: not loaded)."""
+    history: list[Mapping[str, Any]] | None
+    """The call history loaded at login and added to by ended calls, the newest
+    :data:`~._wire.MAX_HISTORY` records (``None``: not loaded). A list, not a
+    ``deque``: an empty deque holds a 600-byte block in every idle session."""
     feed: FeedRunner | None = None
     rtc_password: str | None = field(default=None, repr=False)
 
@@ -98,6 +99,7 @@ class Login:
             record = wire.call_record(event)
             if record is not None:
                 self.history.append(record)
+                del self.history[: -wire.MAX_HISTORY]
 
     async def stop_feed(self, deadline: float = math.inf) -> None:
         """Stop the feed (shielded) and wait for it until ``deadline`` at most."""
@@ -213,7 +215,7 @@ async def _cookie_proven(route: Route) -> bool:
     return record is not None and record.logged_in
 
 
-async def _load_history(route: Route, deadline: float) -> deque[Mapping[str, Any]] | None:
+async def _load_history(route: Route, deadline: float) -> list[Mapping[str, Any]] | None:
     try:
         reply = await route.send(wire.load_history_command(), deadline)
     except SessionLostError:
@@ -222,7 +224,7 @@ async def _load_history(route: Route, deadline: float) -> deque[Mapping[str, Any
         # The login stands; the exit will not overwrite a history it never saw.
         log.warning("could not load the saved call history: %s", str(exc))
         return None
-    return deque(reply.records, maxlen=wire.MAX_HISTORY)
+    return list(reply.records[-wire.MAX_HISTORY :])
 
 
 async def close_login(login: Login, *, logged_out: bool, deadline: float = math.inf) -> None:

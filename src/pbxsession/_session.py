@@ -12,8 +12,9 @@ open_session(...)`` block.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, NoReturn, TypeVar
 
@@ -375,11 +376,11 @@ async def open_session(
     ssl_context = trust_context(config.verify, config.cert, config.trust_env)
     if config.verify is False:
         log.warning("TLS certificate verification is off for this session (verify=False)")
-    async with AsyncExitStack() as stack:
-        client = config.http_client
-        if client is None:  # the session's own, closed with it
-            client = await stack.enter_async_context(new_http_client(ssl_context))
-        nursery = await stack.enter_async_context(open_owned_nursery())
+    # No AsyncExitStack: it would hold a 600-byte deque for the session's whole life.
+    async with (
+        _own_client(config.http_client, ssl_context) as client,
+        open_owned_nursery() as nursery,
+    ):
         core = SessionCore(config, client=client, ssl_context=ssl_context, nursery=nursery)
         session = Session._create(core)
         try:
@@ -388,3 +389,10 @@ async def open_session(
             with trio.CancelScope(shield=True):
                 await core.close_on_leave()
                 nursery.cancel_scope.cancel()
+
+
+def _own_client(
+    shared: httpx.AsyncClient | None, ssl_context: ssl.SSLContext
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The caller's client, left open; else the session's own, closed with it."""
+    return nullcontext(shared) if shared is not None else new_http_client(ssl_context)
