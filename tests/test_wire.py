@@ -2143,3 +2143,89 @@ class TestCallRecord:
 def test_an_upper_case_scheme_is_one_key_too(uri: str) -> None:
     # Found by a second review: httpx keeps the port of "HTTPS://PBX:443".
     assert wire.validate_host(uri) == "https://pbx"
+
+
+# Pieces near the edges of the simple subset that ``_safexml`` reads without
+# expat: quotes, entities, controls, non-ASCII, CDATA ends, declarations.
+SIMPLE_PIECES = [
+    b"<response", b"<r", b"</response>", b"</r>", b"/>", b">", b" ", b"\t", b"\n", b"\r",
+    b' result="success"', b" cmd='x'", b' a="1"', b' a="2"', b' b = "x y"', b' c="&amp;"',
+    b' d="\tx"', b' e="<"', b' x:y="1"', b"text", b"&amp;", b"&#65;", b"]]>", b"]", b"\xc3\xa9",
+    b"\x00", b"\x01", b"\x7f", b"<!-- c -->", b"<?pi x?>", b"<![CDATA[z]]>", b"<child/>",
+    b'<?xml version="1.0"?>', b'<?xml version="1.0" encoding="utf-8"?>',
+    b'<?xml version="1.0" encoding="latin-1"?>', b"\xef\xbb\xbf", b"<!DOCTYPE r>",
+]  # fmt: skip
+
+
+def _expat_only(document: bytes) -> Any:
+    """``_safexml.parse`` without its fast path: the element expat builds, or the error."""
+    from pbxsession import _safexml
+
+    saved = _safexml._simple
+    _safexml._simple = lambda _document: None  # type: ignore[assignment]
+    try:
+        return _safexml.parse(document)
+    except _safexml.UnsafeXmlError as exc:
+        return exc
+    finally:
+        _safexml._simple = saved  # type: ignore[assignment]
+
+
+class TestSimpleReplies:
+    """The fast path for one-element replies builds exactly what expat builds, or declines."""
+
+    @given(
+        st.one_of(
+            st.lists(st.sampled_from(SIMPLE_PIECES), max_size=10).map(b"".join),
+            st.tuples(
+                st.sampled_from([b"", b'<?xml version="1.0"?>\n']),
+                st.lists(st.sampled_from(SIMPLE_PIECES[10:18]), max_size=4).map(b"".join),
+                st.binary(max_size=12),
+            ).map(lambda t: t[0] + b"<response" + t[1] + b">" + t[2] + b"</response>\n"),
+        )
+    )
+    @settings(max_examples=3000, derandomize=True, deadline=None)
+    def test_the_fast_path_agrees_with_expat(self, document: bytes) -> None:
+        from pbxsession import _safexml
+
+        fast = _safexml._simple(document)
+        if fast is None:
+            return
+        slow = _expat_only(document)
+        assert not isinstance(slow, Exception), (document, slow)
+        assert (fast.tag, fast.attrib, fast.text, fast.tail, len(fast)) == (
+            slow.tag, slow.attrib, slow.text, slow.tail, len(slow),
+        )  # fmt: skip
+
+    @pytest.mark.parametrize(
+        "document",
+        [
+            b'<response result="success" cmd="rtcreset">\n</response>\n',
+            b'<?xml version="1.0" encoding="utf-8"?>\n'
+            b'<response result="fail" code="x">t</response>',
+            b"<response/>",
+        ],
+    )
+    def test_replies_as_the_pbx_sends_them_take_the_fast_path(self, document: bytes) -> None:
+        from pbxsession import _safexml
+
+        assert _safexml._simple(document) is not None
+
+    @pytest.mark.parametrize(
+        "document",
+        [
+            b'<response a="1" a="2"/>',
+            b'<response a="&amp;"/>',
+            b"<response>&amp;</response>",
+            b"<response>a\r\nb</response>",
+            b'<response a="x\ty"/>',
+            b"<response><user/></response>",
+            b'<?xml version="1.0" encoding="latin-1"?><response/>',
+            b"<!DOCTYPE r><response/>",
+            b"<response>\xc3\xa9</response>",
+        ],
+    )
+    def test_anything_else_goes_to_expat(self, document: bytes) -> None:
+        from pbxsession import _safexml
+
+        assert _safexml._simple(document) is None

@@ -66,6 +66,9 @@ class Route:
         )
 
 
+_NO_FACTS: frozenset[Condition] = frozenset()
+
+
 @dataclass(eq=False, slots=True)
 class Login:
     """One login: who, where, and what the session holds for it until it ends."""
@@ -86,6 +89,8 @@ class Login:
 
     def facts(self) -> frozenset[Condition]:
         """The conditions the lifecycle rules may ask about, as this login stands."""
+        if self.route.sub_id is None and self.user.company == self.user.home:
+            return _NO_FACTS  # the usual login: nothing to build (hot path)
         facts = set()
         if self.route.sub_id is not None:
             facts.add(Condition.SUB_ID_ACTIVE_AT_LOGIN)

@@ -126,7 +126,7 @@ class CommandTransport:
         deadline: float | None = None,
     ) -> R:
         """Send ``command`` to the PBX at ``host``; raise the documented error on failure."""
-        started = trio.current_time()
+        started = now = trio.current_time()
         if deadline is None:
             deadline = started + self._timeout.operation
         allowed = 1 + (self._retries if command.retry_safe else 0)
@@ -134,13 +134,14 @@ class CommandTransport:
         race_retried = False
         while True:
             attempts += 1
-            attempt_deadline = min(deadline, trio.current_time() + self._timeout.command)
+            attempt_deadline = min(deadline, now + self._timeout.command)
             outcome = await self._attempt(host, command, subid, cookies, attempt_deadline)
             if not isinstance(outcome, PbxError | _RaceLost | _TimedOut):
                 return outcome
             if isinstance(outcome, _RaceLost) and not race_retried:
                 # Sent again, once, in the context everyone else uses.
                 race_retried, attempts = True, attempts - 1
+                now = trio.current_time()
                 continue
             failure = self._final(command, outcome, attempts, started)
             delay = self._retry_delay(failure, attempts, allowed, deadline)
@@ -148,6 +149,7 @@ class CommandTransport:
                 raise failure
             log.debug("retrying %s in %.2fs after: %s", command.cmd, delay, str(failure))
             await trio.sleep(delay)
+            now = trio.current_time()
 
     def _retry_delay(
         self, failure: PbxError, attempts: int, allowed: int, deadline: float

@@ -364,13 +364,19 @@ def parse_reply(command: Command[R], status: int, content_type: str | None, body
     return command.parse(root)
 
 
+@functools.lru_cache(maxsize=64)
+def _media_type(content_type: str) -> str:
+    """``text/xml`` of ``text/xml; charset=utf-8`` (a PBX sends one or two, again and again)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def _check_envelope(cmd: str, status: int, content_type: str | None, body: bytes) -> None:
     """The HTTP status, media type and size rules, before any XML is read."""
     if status >= 500:
         raise PbxUnavailableError(f"the PBX failed: HTTP {status}")
     if status != 200:
         raise ProtocolError(f"unexpected HTTP {status} to {cmd}")
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = _media_type(content_type or "")
     if media not in ("text/xml", "application/xml"):
         raise ProtocolError(f"reply to {cmd} is {clip(media, _QUOTED) or 'untyped'}, not XML")
     if len(body) > MAX_REPLY_BYTES:
