@@ -24,17 +24,15 @@ The figure is median(session) / median(bare); the target is at most 1.00
 (issue 12); the ratios to bare+jar and to h11 are printed beside it. The
 order of the variants rotates every iteration.
 
-The library's own CPU per operation is measured in situ, on the session
-that is being timed: its client CPU per operation minus the CPU spent inside
-the httpx calls it makes (building the ``httpx.Request``, the pool's
-``handle_async_request``, reading and closing the body stream), each timed
-around the call by a wrapper (``HttpxClock``). The wrappers' own cost lands
-on the library's side, so the figure errs high, not low.
-
-``--tls`` runs the same comparison over https (``pbxsession sim --tls``):
-every variant trusts the simulator's throw-away CA through one and the same
-``ssl.SSLContext`` and keeps its connection alive, so the figure is the
-library's overhead per operation on an established TLS connection.
+The library's own CPU per operation is measured in situ, by difference:
+the session's client CPU per operation minus that of **calls**, a variant
+that makes only the httpx calls the session makes for one command (an
+``httpx.Request`` with the same headers and body, the pool's
+``handle_async_request``, ``aiter_raw`` to the end, ``aclose``), on a pool
+of its own, interleaved with the others. What is left is the library's
+work above httpx: lock, lifecycle, deadlines, cookie slot, capped read,
+reply parsing, and the trace extension's cost inside httpcore (so the
+figure errs high, not low).
 """
 
 from __future__ import annotations
@@ -47,10 +45,7 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
 
 import h11
 import httpx
@@ -58,7 +53,6 @@ import trio
 from _benchsim import HOST, SimProcess, machine, run_with_simulator
 
 import pbxsession
-from pbxsession import _transport
 from pbxsession import _wire as wire
 from pbxsession._tls import trust_context
 from pbxsession._transport import CommandTransport, new_http_client
@@ -101,107 +95,6 @@ class OverheadResult:
     @property
     def met(self) -> bool:
         return self.ratio <= TARGET
-
-
-class HttpxClock:
-    """CPU seconds spent inside the httpx calls the library makes, timed around each.
-
-    Each wrapper reads the clock first thing and last thing, so what it costs
-    itself lands inside the httpx side, except a call and a return.
-    """
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._depth = 0
-        self._start = 0.0
-
-    def enter(self) -> None:
-        if not self._depth:
-            self._start = time.process_time()
-        self._depth += 1
-
-    def leave(self) -> None:
-        # Nested calls count once (``aiter_raw`` closes the response at its end).
-        self._depth -= 1
-        if not self._depth:
-            self.seconds += time.process_time() - self._start
-
-    def pool(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        return _TimedPool(inner, self)
-
-    def module(self) -> ModuleType:
-        """``httpx`` as the transport module sees it, with ``Request`` timed."""
-        timed = ModuleType("httpx")
-        timed.__dict__.update(vars(httpx))  # every other name as it is, no lookup hook
-        clock = self
-
-        def request(*args: Any, **kwargs: Any) -> httpx.Request:
-            clock.enter()
-            try:
-                return httpx.Request(*args, **kwargs)
-            finally:
-                clock.leave()
-
-        timed.Request = request  # type: ignore[attr-defined]
-        return timed
-
-
-class _TimedResponse(httpx.Response):
-    """``httpx.Response`` whose reading (``aiter_raw``) and closing are timed."""
-
-    _clock: HttpxClock
-
-    def aiter_raw(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
-        return _TimedIterator(super().aiter_raw(chunk_size), self._clock)
-
-    async def aclose(self) -> None:
-        self._clock.enter()
-        try:
-            await super().aclose()
-        finally:
-            self._clock.leave()
-
-
-class _TimedIterator:
-    def __init__(self, inner: AsyncIterator[bytes], clock: HttpxClock) -> None:
-        self._inner = inner
-        self._clock = clock
-
-    def __aiter__(self) -> _TimedIterator:
-        return self
-
-    async def __anext__(self) -> bytes:
-        self._clock.enter()
-        try:
-            return await self._inner.__anext__()
-        finally:
-            self._clock.leave()
-
-    async def aclose(self) -> None:
-        self._clock.enter()
-        try:
-            await self._inner.aclose()  # type: ignore[attr-defined]
-        finally:
-            self._clock.leave()
-
-
-class _TimedPool(httpx.AsyncBaseTransport):
-    def __init__(self, inner: httpx.AsyncBaseTransport, clock: HttpxClock) -> None:
-        self._inner = inner
-        self._clock = clock
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self._clock.enter()
-        try:
-            response = await self._inner.handle_async_request(request)
-            response.__class__ = _TimedResponse
-            response._clock = self._clock  # type: ignore[attr-defined]
-            return response
-        finally:
-            self._clock.leave()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class RawH11:
@@ -280,10 +173,9 @@ class _Slot:
 
 async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
     store = pbxsession.MemoryStore()
-    names = ("session", "transport", "bare", "jar", "h11")
+    names = ("session", "transport", "bare", "jar", "h11", "calls")
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, float] = dict.fromkeys(times, 0.0)
-    clock = HttpxClock()
     verify = sim.verify()  # one trust for every variant: True, or a context trusting the CA
     async with pbxsession.open_session(sim.url, store=store, feed=None, verify=verify) as session:
         await session.login("alice", "alice-pass")
@@ -300,12 +192,17 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
                 trust_env=False, verify=verify, cookies={wire.SESSION_COOKIE: cookie}
             ) as jar,
             new_http_client(trust_context(verify)) as own,
+            new_http_client(trust_context(verify)) as alone,
         ):
             transport = CommandTransport(client=own, retries=0)
-            # In situ: the timed session's own client and transport module.
-            client = session._core.client
-            client._transport = clock.pool(client._transport)
-            _transport.httpx = clock.module()  # type: ignore[attr-defined]
+            pool = alone._transport  # what the transport's pool_for() gives
+            url = httpx.URL(target)
+            call_headers = [
+                ("Accept", "*/*"),
+                ("Accept-Encoding", "gzip, deflate"),
+                ("Content-Type", wire.FORM_CONTENT_TYPE),
+                ("Cookie", wire.cookie_header(cookie)),
+            ]
             context = verify if isinstance(verify, ssl.SSLContext) else None
             raw = RawH11(sim.port, context)
             cookie_header = wire.cookie_header(cookie).encode()
@@ -326,6 +223,18 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
                 if reply.status_code != 200 or b'result="success"' not in reply.content:
                     raise RuntimeError(f"bare+jar rtcreset failed: {reply.status_code}")
 
+            async def one_calls() -> None:
+                # Only the httpx calls the session makes for one command, in order.
+                limits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+                request = httpx.Request(
+                    "POST", url, headers=call_headers, content=body, extensions={"timeout": limits}
+                )
+                response = await pool.handle_async_request(request)
+                content = b"".join([chunk async for chunk in response.aiter_raw()])
+                await response.aclose()
+                if response.status_code != 200 or b'result="success"' not in content:
+                    raise RuntimeError(f"httpx calls: rtcreset failed: {response.status_code}")
+
             async def one_h11() -> None:
                 status, content = await raw.post(wire.COMMAND_PATH, body, cookie_header)
                 if status != 200 or b'result="success"' not in content:
@@ -337,13 +246,13 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
                 ("bare", one_bare),
                 ("jar", one_jar),
                 ("h11", one_h11),
+                ("calls", one_calls),
             ]
             try:
                 for _ in range(warmup):
                     for _name, one in variants:
                         await one()
                 gc.collect()
-                clock.seconds = 0.0
                 for i in range(iterations):
                     for k in range(len(variants)):
                         name, one = variants[(i + k) % len(variants)]
@@ -352,7 +261,6 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
                         times[name].append(time.perf_counter() - start)
                         cpu[name] += time.process_time() - start_cpu
             finally:
-                _transport.httpx = httpx  # type: ignore[attr-defined]
                 await raw.aclose()
             print(f"h11 client: connected again {raw.reconnects} times (server closed)")
 
@@ -368,7 +276,7 @@ async def _run(sim: SimProcess, iterations: int, warmup: int) -> OverheadResult:
         transport_median_us=statistics.median(times["transport"]) * 1e6,
         jar_median_us=statistics.median(times["jar"]) * 1e6,
         h11_median_us=statistics.median(times["h11"]) * 1e6,
-        own_cpu_us=(cpu["session"] - clock.seconds) / iterations * 1e6,
+        own_cpu_us=(cpu["session"] - cpu["calls"]) / iterations * 1e6,
         cpu_us={name: total / iterations * 1e6 for name, total in cpu.items()},
         tls=sim.tls,
     )
