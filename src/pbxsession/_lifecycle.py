@@ -182,6 +182,8 @@ class Rule:
 
     def success_events(self, facts: frozenset[Condition] = frozenset()) -> tuple[Event, ...]:
         """The events a success sends, in order, given the ``facts`` after it."""
+        if not self.also_if:  # most rules: nothing to look up (hot path)
+            return () if self.on_success is None else (self.on_success,)
         events = [] if self.on_success is None else [self.on_success]
         events += [event for condition, event in self.also_if.items() if condition in facts]
         return tuple(events)
