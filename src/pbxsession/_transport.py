@@ -201,7 +201,8 @@ class CommandTransport:
             exchanged = await self._exchange(request, command.cmd, host)
             if isinstance(exchanged, PbxError):
                 return exchanged
-            update = wire.session_cookie(exchanged.head.set_cookies, host)
+            cookies_set = exchanged.head.set_cookies
+            update = wire.session_cookie(cookies_set, host) if cookies_set else None
             race_lost = False
             if update is not None and update.value != cookie:
                 # Shielded: a login the PBX made must not lose its cookie to the deadline.
