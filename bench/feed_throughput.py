@@ -1,15 +1,28 @@
-"""Feed throughput: events/s through ``session.events()`` vs a raw trio-websocket client.
+"""Feed throughput and client CPU: ``session.events()`` vs a raw trio-websocket client.
 
 Run: ``.venv/bin/python bench/feed_throughput.py [--events N] [--rounds R]``
 
 The simulator runs in a child process (``python -m pbxsession.sim`` on two
 free loopback ports) and is driven over its ``/_sim/`` HTTP controls, so the
 client does not share its CPU with the server's event loop. Each round runs
-the raw client and the library once, alternating which goes first; each run
-logs in, opens the feed, asks the simulator for a burst of N events
-(``POST /_sim/burst``) and times the N events from that request to the last
-one received. Printed: the median events/s of each, their ratio (target
->= 0.85), and the client CPU per event (the figure the server cannot mask).
+three clients one after the other, rotating which goes first: the raw client
+(nothing but httpx and trio-websocket), the library with one consumer of
+``session.events()``, and the library with ten consumers (ten tasks, each
+iterating its own ``session.events()`` on one session; every one must
+receive every event, no gaps). Each run logs in, opens the feed, asks the
+simulator for a burst of N events (``POST /_sim/burst``) and times the N
+events from that request to the last one received, on the wall clock and in
+client CPU (the whole client process, per feed event).
+
+Printed, each with its target and ``OK`` or ``BELOW TARGET``, from the
+medians over the rounds (library divided by raw; CPU: lower is better)::
+
+    throughput ratio library/raw = X   (target >= 0.95)
+    CPU ratio library/raw = Y          (target <= 1.05)
+    ten consumers CPU us/event = Z     (target <= 40)
+
+``measure(events, rounds)`` gives a :class:`FeedResult` (``.met`` when all
+three are met) and ``report(result)`` prints it, for ``run_all.py``.
 Everything talks to 127.0.0.1 only and stops by itself (bounded by
 ``--time-limit`` seconds).
 """
@@ -32,11 +45,18 @@ import trio_websocket
 from _benchsim import SimProcess, run_with_simulator
 
 import pbxsession
-from pbxsession import FeedEvent, FeedGap, FeedOptions, MemoryStore
+from pbxsession import FeedEvent, FeedGap, FeedOptions, FeedSubscription, MemoryStore
 
 API = "/api/api.whtm"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 USER, PASSWORD = "alice", "alice-pass"
+
+
+THROUGHPUT_TARGET = 0.95  # library events/s over raw, at least
+CPU_TARGET = 1.05  # library CPU per event over raw, at most
+TEN_TARGET_US = 40.0  # CPU us per event with ten consumers, at most
+TEN = 10
+CEILING = 300.0
 
 
 @dataclass(frozen=True)
@@ -64,23 +84,48 @@ async def timed(n: int, sim: SimProcess, read: Callable[[int], Awaitable[int]]) 
 
 
 async def run_library(sim: SimProcess, n: int) -> Run:
+    """One consumer of ``session.events()``."""
+    return await run_consumers(sim, n, 1)
+
+
+async def run_ten(sim: SimProcess, n: int) -> Run:
+    """Ten consumers on one session, each with its own ``session.events()``."""
+    return await run_consumers(sim, n, TEN)
+
+
+async def consume(events: FeedSubscription, n: int) -> int:
+    """Read events 1..n from ``events``; the problems (gaps, numbers out of step)."""
+    problems = expected = 0
+    async for item in events:
+        if isinstance(item, FeedEvent):
+            expected += 1
+            problems += item.seq != expected
+            if expected == n:
+                break
+        elif isinstance(item, FeedGap):
+            problems += 1
+    return problems
+
+
+async def run_consumers(sim: SimProcess, n: int, consumers: int) -> Run:
     async with pbxsession.open_session(
         sim.url, ws_host=sim.ws_url, store=MemoryStore(), feed=FeedOptions()
     ) as session:
-        events = session.events()
+        subscriptions = [session.events() for _ in range(consumers)]
         await session.login(USER, PASSWORD)
 
         async def read(n: int) -> int:
-            problems = expected = 0
-            async for item in events:
-                if isinstance(item, FeedEvent):
-                    expected += 1
-                    problems += item.seq != expected
-                    if expected == n:
-                        break
-                elif isinstance(item, FeedGap):
-                    problems += 1
-            return problems
+            if consumers == 1:
+                return await consume(subscriptions[0], n)
+            problems = [0] * consumers
+
+            async def one(index: int) -> None:
+                problems[index] = await consume(subscriptions[index], n)
+
+            async with trio.open_nursery() as nursery:
+                for index in range(consumers):
+                    nursery.start_soon(one, index)
+            return sum(problems)
 
         return await timed(n, sim, read)
 
@@ -123,53 +168,118 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-async def bench(sim: SimProcess, n: int, rounds: int) -> int:
-    print(f"{n} events per run, {rounds} rounds, raw and library interleaved")
-    await run_raw(sim, min(n, 2000))  # warm up both paths (imports, first connections)
-    await run_library(sim, min(n, 2000))
-    raw: list[Run] = []
-    lib: list[Run] = []
+@dataclass(frozen=True)
+class FeedResult:
+    """Medians over the rounds: raw client, one library consumer, ten library consumers."""
+
+    events: int
+    rounds: int
+    raw: Run
+    library: Run
+    ten: Run
+    problems: int  # gaps or events out of step over every run (must be 0)
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.library.rate / self.raw.rate
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.library.cpu_us / self.raw.cpu_us
+
+    @property
+    def met(self) -> bool:
+        return (
+            self.problems == 0
+            and self.throughput_ratio >= THROUGHPUT_TARGET
+            and self.cpu_ratio <= CPU_TARGET
+            and self.ten.cpu_us <= TEN_TARGET_US
+        )
+
+
+def median_run(runs: list[Run]) -> Run:
+    return Run(
+        statistics.median(r.rate for r in runs),
+        statistics.median(r.cpu_us for r in runs),
+        sum(r.problems for r in runs),
+    )
+
+
+CLIENTS: dict[str, Callable[[SimProcess, int], Awaitable[Run]]] = {
+    "raw": run_raw,
+    "library": run_library,
+    "ten": run_ten,
+}
+
+
+async def _run(sim: SimProcess, n: int, rounds: int) -> FeedResult:
+    print(f"{n} events per run, {rounds} rounds, raw, library and ten consumers interleaved")
+    for client in CLIENTS.values():  # warm up every path (imports, first connections)
+        await client(sim, min(n, 2000))
+    runs: dict[str, list[Run]] = {name: [] for name in CLIENTS}
+    names = list(CLIENTS)
     for r in range(rounds):
-        order = [("raw", run_raw), ("lib", run_library)]
-        if r % 2:
-            order.reverse()
-        for name, func in order:
-            result = await func(sim, n)
-            (raw if name == "raw" else lib).append(result)
+        for name in names[r % 3 :] + names[: r % 3]:  # each goes first in turn
+            result = await CLIENTS[name](sim, n)
+            runs[name].append(result)
             print(
-                f"  round {r + 1}/{rounds} {name}: {result.rate:9.0f} ev/s  "
+                f"  round {r + 1}/{rounds} {name:>7}: {result.rate:9.0f} ev/s  "
                 f"{result.cpu_us:6.1f} us CPU/ev  problems {result.problems}",
                 flush=True,
             )
-    raw_rate = statistics.median(x.rate for x in raw)
-    lib_rate = statistics.median(x.rate for x in lib)
-    raw_cpu = statistics.median(x.cpu_us for x in raw)
-    lib_cpu = statistics.median(x.cpu_us for x in lib)
-    ratio = lib_rate / raw_rate
+    medians = {name: median_run(found) for name, found in runs.items()}
+    problems = sum(r.problems for found in runs.values() for r in found)
+    return FeedResult(n, rounds, medians["raw"], medians["library"], medians["ten"], problems)
+
+
+def _verdict(ok: bool) -> str:
+    return "OK" if ok else "BELOW TARGET"
+
+
+def report(result: FeedResult) -> None:
     print()
-    raw_problems, lib_problems = sum(x.problems for x in raw), sum(x.problems for x in lib)
     print(table([
         ("client", "median events/s", "median client CPU us/event", "problems"),
-        ("raw trio-websocket", f"{raw_rate:.0f}", f"{raw_cpu:.1f}", str(raw_problems)),
-        ("session.events()", f"{lib_rate:.0f}", f"{lib_cpu:.1f}", str(lib_problems)),
+        ("raw trio-websocket", f"{result.raw.rate:.0f}", f"{result.raw.cpu_us:.1f}",
+         str(result.raw.problems)),
+        ("session.events()", f"{result.library.rate:.0f}", f"{result.library.cpu_us:.1f}",
+         str(result.library.problems)),
+        (f"{TEN} x session.events()", f"{result.ten.rate:.0f}", f"{result.ten.cpu_us:.1f}",
+         str(result.ten.problems)),
     ]))  # fmt: skip
     print()
-    verdict = "OK" if ratio >= 0.85 else "BELOW TARGET"
-    print(f"throughput ratio library/raw = {ratio:.3f} (target >= 0.85: {verdict}); "
-          f"CPU ratio raw/library = {raw_cpu / lib_cpu:.3f}")  # fmt: skip
-    problems = sum(x.problems for x in raw + lib)
-    return 0 if problems == 0 else 1
+    ratio, cpu, ten = result.throughput_ratio, result.cpu_ratio, result.ten.cpu_us
+    least = THROUGHPUT_TARGET
+    lines = [
+        ("throughput ratio library/raw", ratio, ">=", least, ratio >= least),
+        ("CPU ratio library/raw", cpu, "<=", CPU_TARGET, cpu <= CPU_TARGET),
+        ("ten consumers CPU us/event", ten, "<=", TEN_TARGET_US, ten <= TEN_TARGET_US),
+    ]
+    for name, value, sign, target, ok in lines:
+        shown = f"{value:.1f}" if name.endswith("us/event") else f"{value:.3f}"
+        print(f"{name} = {shown} (target {sign} {target:g}: {_verdict(ok)})")
+    if result.problems:
+        print(f"problems (gaps or events out of step): {result.problems}")
+
+
+def measure(events: int = 20_000, rounds: int = 5, time_limit: float = CEILING) -> FeedResult:
+    """Start a simulator process, measure, stop it; bounded by ``time_limit`` seconds."""
+    logging.getLogger("pbxsession").setLevel(logging.ERROR)  # the feed logs each forced outage
+    return run_with_simulator(_run, events, rounds, time_limit=time_limit)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per run (20000)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
-    parser.add_argument("--time-limit", type=float, default=300.0, help="seconds (300)")
+    parser.add_argument("--time-limit", type=float, default=CEILING, help="seconds (300)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)  # the feed logs each forced outage
+    if args.events < 1 or args.rounds < 1:
+        parser.error("--events and --rounds must be at least 1")
     print("command:", " ".join([sys.executable, *sys.argv]))
-    return run_with_simulator(bench, args.events, args.rounds, time_limit=args.time_limit)
+    result = measure(args.events, args.rounds, args.time_limit)
+    report(result)
+    return 0 if result.problems == 0 else 1
 
 
 if __name__ == "__main__":

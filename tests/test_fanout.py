@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from pbxsession._fanout import FeedHub, FeedSubscription
+from pbxsession._fanout import YIELD_EVERY, FeedHub, FeedSubscription
 from pbxsession._models import (
     FeedDown,
     FeedEvent,
@@ -147,3 +147,110 @@ async def test_a_waiting_consumer_is_woken_by_a_status_item() -> None:
         await trio.testing.wait_all_tasks_blocked()
         hub.publish(FeedDown(92, "x"))
     assert got == [FeedDown(92, "x")]
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of one task."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += task is self.task
+
+
+async def test_a_consumer_with_items_buffered_yields_every_yield_every_items() -> None:
+    """Fair but cheap: no trip through the scheduler per item, yet never more than YIELD_EVERY."""
+    hub = FeedHub()
+    sub = hub.subscribe(1000)
+    total = 10 * YIELD_EVERY
+    for seq in range(1, total + 1):
+        hub.publish(event(seq))
+    counter = _StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        seen = [counter.steps for _ in range(total) if await sub.receive()]
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    per_step = [seen.count(value) for value in set(seen)]
+    assert max(per_step) <= YIELD_EVERY + 1  # it gave others their turn that often
+    assert len(per_step) <= total // YIELD_EVERY + 2  # not once per item
+
+
+async def test_receive_yields_unless_two_more_items_are_buffered() -> None:
+    hub = FeedHub()
+    sub = hub.subscribe(10)
+    for seq in (1, 2, 3):
+        hub.publish(event(seq))
+    counter = _StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        assert await sub.receive() == event(1)
+        assert counter.steps == 0  # two more behind it: no yield
+        assert await sub.receive() == event(2)
+        assert counter.steps == 1  # one more: yielded
+        assert await sub.receive() == event(3)
+        assert counter.steps == 2  # the last one: yielded
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+
+
+@pytest.mark.parametrize("buffered", [0, 1, 3])
+async def test_a_cancelled_receive_takes_nothing(buffered: int) -> None:
+    hub = FeedHub()
+    sub = hub.subscribe(10)
+    for seq in range(1, buffered + 1):
+        hub.publish(event(seq))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await sub.receive()
+    assert scope.cancelled_caught
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await sub.__anext__()
+    assert scope.cancelled_caught
+    assert drain(sub) == [event(seq) for seq in range(1, buffered + 1)]
+
+
+async def test_a_woken_receiver_cancelled_before_it_runs_keeps_its_item() -> None:
+    hub = FeedHub()
+    sub = hub.subscribe(10)
+    got: list[FeedItem] = []
+    scope = trio.CancelScope()
+
+    async def consume() -> None:
+        with scope:
+            got.append(await sub.receive())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()  # parked
+        hub.publish(event(1))  # wakes it
+        scope.cancel()  # too late: it is no longer waiting
+    assert got + drain(sub) == [event(1)]
+
+
+async def test_receivers_sharing_a_subscription_get_each_item_once() -> None:
+    hub = FeedHub()
+    sub = hub.subscribe(100)
+    got: list[list[int]] = [[], [], []]
+
+    async def consume(index: int) -> None:
+        async for item in sub:
+            assert isinstance(item, FeedEvent)
+            got[index].append(item.seq)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(3):
+            nursery.start_soon(consume, index)
+        for seq in range(1, 61):
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish(event(seq))
+            if seq % 7 == 0:  # some arrive together
+                hub.publish(event(seq + 1000))
+        await trio.testing.wait_all_tasks_blocked()
+        hub.close()
+    everything = sorted(seq for seqs in got for seq in seqs)
+    assert everything == sorted([*range(1, 61), *(s + 1000 for s in range(7, 61, 7))])
+    assert all(got)  # every parked receiver was woken at some point
