@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio_websocket
 
 from pbxsession.sim import Simulator, open_simulator
 
@@ -146,6 +148,61 @@ async def test_login_whoami_feed_exit_across_invocations(sim: Simulator, tmp_pat
     after = await run_cli("whoami", env=env)
     assert after.returncode == 5
     assert "not logged in" in one_line_error(after)
+
+
+async def test_feed_prints_an_event_that_comes_with_the_feeds_first_frame(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # A feed server that sends ``ready`` and an event in one burst: the event
+    # reaches the command as the feed starts, before its login check returns.
+    # The command must be listening by then (trio runs the tasks it wakes in
+    # either order, so a few rounds catch a command that subscribes late).
+    async def ready_and_an_event(request: trio_websocket.WebSocketRequest) -> None:
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
+            ws = await request.accept()
+            await ws.get_message()  # the start frame
+            await ws.send_message(json.dumps({"type": "ready", "seq": 7, "resumed": False}))
+            event = {"type": "event", "seq": 8, "kind": "presence", "data": {"user": "bob"}}
+            await ws.send_message(json.dumps(event))
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(trio_websocket.serve_websocket, ready_and_an_event, "127.0.0.1", 0,
+                    ssl_context=None)
+        )  # fmt: skip
+        result = await run_cli(
+            "login", "--host", sim.url, "--ws-host", f"ws://127.0.0.1:{server.port}",
+            "--user", "admin", env=env_for(tmp_path, PBXSESSION_PASSWORD=PASSWORD),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()
+        for _ in range(4):
+            first = await first_feed_line(env_for(tmp_path))
+            assert first == {"type": "event", "seq": 8, "kind": "presence", "data": {"user": "bob"}}
+        nursery.cancel_scope.cancel()
+
+
+async def first_feed_line(env: dict[str, str]) -> object:
+    """The first line ``pbxsession --json feed`` prints; then Ctrl-C."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "pbxsession.cli", "--json", "feed"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        with trio.fail_after(15):
+            buffer = b""
+            while b"\n" not in buffer:
+                buffer += await process.stdout.receive_some()
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
+        return json.loads(buffer.split(b"\n", 1)[0])
+    finally:
+        process.kill()
+        await process.wait()
+        await process.stdout.aclose()
 
 
 async def test_password_from_stdin_and_nowhere_on_disk(sim: Simulator, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from .profile import (
     CACERT_ENV,
     Profile,
     adopted,
+    adopted_feed,
     bounded,
     open_cli_session,
     read_password,
@@ -253,19 +254,18 @@ def feed(ctx: click.Context, no_device: bool, no_presence: bool) -> None:
 
     async def work() -> None:
         feed_options = FeedOptions(device=not no_device, presence=not no_presence)
-        async with adopted(options, feed=feed_options) as (session, _user):
+        async with adopted_feed(options, feed_options) as (_session, events):
             if not options.as_json:
                 options.err.print("[dim]live feed running; Ctrl-C stops it[/]")
-            async with session.events() as events:
-                async for item in events:
-                    if isinstance(item, FeedStopped | SessionLost):
-                        # Said once, as the error, with its own exit status.
-                        raise _feed_ended(item)
-                    data, text = describe(item)
-                    if options.as_json:
-                        print_json(data)
-                    else:
-                        options.out.print(text)
+            async for item in events:
+                if isinstance(item, FeedStopped | SessionLost):
+                    # Said once, as the error, with its own exit status.
+                    raise _feed_ended(item)
+                data, text = describe(item)
+                if options.as_json:
+                    print_json(data)
+                else:
+                    options.out.print(text)
 
     _run(work)
 

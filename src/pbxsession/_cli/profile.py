@@ -21,7 +21,7 @@ import click
 import trio
 
 import pbxsession
-from pbxsession import FeedOptions, Session, User
+from pbxsession import FeedOptions, FeedSubscription, Session, User
 
 from .errors import (
     EXIT_BAD_INPUT,
@@ -38,6 +38,7 @@ __all__ = [
     "PASSWORD_ENV",
     "Profile",
     "adopted",
+    "adopted_feed",
     "bounded",
     "open_cli_session",
     "read_password",
@@ -166,13 +167,10 @@ def spinner(options: Options, text: str) -> Iterator[None]:
         status.stop()
 
 
-@asynccontextmanager
-async def adopted(
-    options: Options, *, feed: FeedOptions | None = None
-) -> AsyncIterator[tuple[Session, User]]:
-    """A session that adopts the login of an earlier ``login`` (checkonly)."""
-    profile = _load_profile(options)
-    async with open_cli_session(
+def _open_profile_session(
+    options: Options, profile: Profile, feed: FeedOptions | None
+) -> AbstractAsyncContextManager[Session]:
+    return open_cli_session(
         options,
         profile.host,
         ws_host=profile.ws_host,
@@ -180,10 +178,39 @@ async def adopted(
         insecure=profile.insecure,
         feed=feed,
         cacert=profile.cacert,
-    ) as session:
-        with spinner(options, "Checking the login…"):
-            user = await bounded(options, lambda: session.login(profile.user, checkonly=True))
-        yield session, user
+    )
+
+
+async def _check_login(options: Options, session: Session, profile: Profile) -> User:
+    with spinner(options, "Checking the login…"):
+        return await bounded(options, lambda: session.login(profile.user, checkonly=True))
+
+
+@asynccontextmanager
+async def adopted(options: Options) -> AsyncIterator[tuple[Session, User]]:
+    """A session that adopts the login of an earlier ``login`` (checkonly)."""
+    profile = _load_profile(options)
+    async with _open_profile_session(options, profile, None) as session:
+        yield session, await _check_login(options, session, profile)
+
+
+@asynccontextmanager
+async def adopted_feed(
+    options: Options, feed: FeedOptions
+) -> AsyncIterator[tuple[Session, FeedSubscription]]:
+    """Like :func:`adopted`, with the feed and a subscription to it.
+
+    The subscription opens before the login check, which starts the feed:
+    an event that comes with the feed's first frame arrives before the check
+    returns, and a consumer that subscribed after it would never see it.
+    """
+    profile = _load_profile(options)
+    async with (
+        _open_profile_session(options, profile, feed) as session,
+        session.events() as events,
+    ):
+        await _check_login(options, session, profile)
+        yield session, events
 
 
 def read_password(password_stdin: bool) -> str:
