@@ -34,13 +34,34 @@ from ._timeouts import ExitTimeouts
 from ._transport import CommandTransport
 from .stores import CookieSlot
 
-__all__ = ["SessionCore", "SessionStatistics"]
+__all__ = ["SessionCore", "SessionStatistics", "StateSignal"]
 
 log = logging.getLogger("pbxsession")
 T = TypeVar("T")
 
 _EXIT_CLOSE_GRACE = 1.0
 """Seconds past the exit's bound that closing the feed and HTTP client may take."""
+
+
+class StateSignal:
+    """Wakes every task waiting for the session's next transition; a lifecycle listener.
+
+    An object of its own, not a method of the core: a lifecycle holding a
+    bound method of the core that holds the lifecycle is a reference cycle,
+    and every closed session would then wait for the cyclic GC to free it.
+    """
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting = trio.lowlevel.ParkingLot()
+
+    def __call__(self, *_: object) -> None:
+        self._waiting.unpark_all()
+
+    async def wait(self) -> None:
+        """Return after the next transition."""
+        await self._waiting.park()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +127,10 @@ class SessionCore:
         self.unsure: Route | None = None  # a login attempt that timed out (see log_in)
         self.exit_report: ExitReport | None = None
         self.hub = FeedHub()
-        self.state_changed = trio.Event()
+        self.state_changed = StateSignal()
         self._operation_scope: trio.CancelScope | None = None
         self._lock = trio.Lock()
-        self.lifecycle.add_listener(self._wake_waiters)
+        self.lifecycle.add_listener(self.state_changed)
 
     # ------------------------------------------------------------ reading
 
@@ -298,7 +319,3 @@ class SessionCore:
         await self.exit(
             not config.keep_session, config.exit_timeout, detached=not config.exit_on_close
         )
-
-    def _wake_waiters(self, *_: object) -> None:
-        changed, self.state_changed = self.state_changed, trio.Event()
-        changed.set()

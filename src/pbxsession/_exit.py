@@ -231,4 +231,9 @@ def _result(
     error: BaseException | None = None,
     reason: str | None = None,
 ) -> StepResult:
+    if error is not None and error.__traceback__ is not None:
+        # The traceback starts at ``_run_step``, the catcher, whose ``results``
+        # will hold this result that holds the error: a reference cycle. The
+        # report keeps the error as the step raised it, from the step down.
+        error.__traceback__ = error.__traceback__.tb_next
     return StepResult(outcome, trio.current_time() - started, error=error, reason=reason)

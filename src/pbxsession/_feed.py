@@ -232,7 +232,10 @@ class FeedRunner:
             except _Disconnected as exc:
                 ending = exc
             nursery.cancel_scope.cancel()
-        raise ending
+        try:
+            raise ending
+        finally:
+            del ending  # its traceback holds this frame: no cycle through the local
 
     async def _read(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:
         # The feed's hot loop: ``_receive`` and ``FeedPolicy.accept`` inlined,
@@ -321,28 +324,37 @@ async def _open_feed(
     target = _Target.of(url)
     headers = [] if cookie_header is None else [(b"Cookie", cookie_header.encode("latin-1"))]
     stream: trio.abc.Stream | None = None
-    body_error: BaseException | None = None
+    # The body's own exception, raised again unwrapped. Its traceback holds
+    # this frame, so the list is emptied on the way out: a local still holding
+    # it would be a reference cycle, and the closed session's objects would
+    # wait for the cyclic GC. (Raised outside the handler for the same reason:
+    # there it would take the group as context, whose traceback holds trio's
+    # frame that holds the error.)
+    body_errors: list[BaseException] = []
     try:
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_at(deadline) as timeout:
-                stream = await _connect(target, ssl_context)
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery, stream, target.host_header, target.resource, extra_headers=headers
-                )
-            if timeout.cancelled_caught:
-                raise _Disconnected(policy_.HANDSHAKE_TIMEOUT)
-            try:
-                yield ws
-            except BaseException as exc:
-                body_error = exc
-                raise
-            finally:
-                nursery.cancel_scope.cancel()  # ends the reader task; the socket is closed below
-    except BaseExceptionGroup as group:
-        if body_error is not None:
-            raise body_error from body_error.__cause__
-        raise _handshake_failure(group, url) from None
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.move_on_at(deadline) as timeout:
+                    stream = await _connect(target, ssl_context)
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery, stream, target.host_header, target.resource, extra_headers=headers
+                    )
+                if timeout.cancelled_caught:
+                    raise _Disconnected(policy_.HANDSHAKE_TIMEOUT)
+                try:
+                    yield ws
+                except BaseException as exc:
+                    body_errors.append(exc)
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()  # ends the reader task; the socket closes below
+        except BaseExceptionGroup as group:
+            if not body_errors:
+                raise _handshake_failure(group, url) from None
+        if body_errors:
+            raise body_errors[0] from body_errors[0].__cause__
     finally:
+        body_errors.clear()
         if stream is not None:
             await trio.aclose_forcefully(stream)
 

@@ -146,7 +146,10 @@ class CommandTransport:
             failure = self._final(command, outcome, attempts, started)
             delay = self._retry_delay(failure, attempts, allowed, deadline)
             if delay is None:
-                raise failure
+                try:
+                    raise failure
+                finally:
+                    del failure, outcome  # their traceback holds this frame: no cycle
             log.debug("retrying %s in %.2fs after: %s", command.cmd, delay, str(failure))
             await trio.sleep(delay)
             now = trio.current_time()
