@@ -961,3 +961,36 @@ async def test_a_binary_frame_is_errno_92_and_the_feed_reconnects(sim: Simulator
         assert isinstance(items[2], FeedUp)
         assert seqs(items[3:]) == [2]
         assert feed_stats(session).reconnects == 1
+
+
+async def test_an_oversize_message_ends_the_connection_and_the_feed_reconnects(
+    sim: Simulator,
+) -> None:
+    # trio-websocket refuses a message over 1 MiB by closing the connection's
+    # receiving end (which the feed's inbox stands in for): the feed must see
+    # the connection end then, not a minute later when a ping goes unanswered.
+    async def handler(request: trio_websocket.WebSocketRequest, attempt: int) -> None:
+        ws = await request.accept()
+        if attempt == 1:
+            await serve_ready_then(ws, event_frame(1), "x" * (2**20 + 1))
+        else:
+            await serve_ready_then(ws, event_frame(2), seq=1)
+
+    async with (
+        raw_feed(handler) as ws_host,
+        pbxsession.open_session(
+            sim.url,
+            ws_host=ws_host,
+            store=MemoryStore(),
+            feed=FeedOptions(pingtime=600),
+            backoff=FixedBackoff(),
+        ) as session,
+    ):
+        events = session.events()
+        await session.login("alice", "alice-pass")
+        with trio.fail_after(10):
+            items = await take(events, 4)
+        assert seqs(items[:1]) == [1]
+        assert isinstance(items[1], FeedDown)
+        assert isinstance(items[2], FeedUp)
+        assert seqs(items[3:]) == [2]

@@ -31,6 +31,7 @@ from ._feed_policy import BackoffPolicy, Failure, FeedEnding, FeedPolicy, FullJi
 from ._models import FeedEvent, FeedOptions, FeedStopped
 from ._nursery import leaves
 from ._tls import tls_failure
+from ._ws_inbox import Inbox, install
 
 __all__ = ["BackoffPolicy", "FeedRunner", "FeedStatistics", "FullJitterBackoff"]
 
@@ -179,7 +180,7 @@ class FeedRunner:
         """One connection, from the handshake to its end (always ``_Disconnected``)."""
         deadline = trio.current_time() + self._options.handshake_timeout
         cookie = await self._cookie_header()
-        async with _open_feed(self._url, cookie, deadline, self._ssl_context) as ws:
+        async with _open_feed(self._url, cookie, deadline, self._ssl_context) as (ws, inbox):
             ready = await self._start(ws, deadline)
             started = self._policy.on_ready(ready.seq, ready.resumed, trio.current_time())
             if started.gap is not None:
@@ -188,7 +189,7 @@ class FeedRunner:
                 log.info("live feed is back")
                 self._hub.publish(started.up)
             report_started()
-            await self._pump(ws)
+            await self._pump(ws, inbox)
         raise AssertionError("unreachable: _pump ends only by raising")  # pragma: no cover
 
     async def _start(
@@ -213,7 +214,7 @@ class FeedRunner:
             raise _Disconnected(policy_.NOT_READY_FIRST)
         return ready
 
-    async def _pump(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:
+    async def _pump(self, ws: trio_websocket.WebSocketConnection, inbox: Inbox) -> NoReturn:
         # The keep-alive runs beside the reading, which stays in this task (a
         # task fewer per session); each catches its own ending so that no
         # exception group leaves this nursery.
@@ -228,7 +229,7 @@ class FeedRunner:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_alive)
             try:
-                await self._read(ws)
+                await self._read(inbox)
             except _Disconnected as exc:
                 ending = exc
             nursery.cancel_scope.cancel()
@@ -237,19 +238,21 @@ class FeedRunner:
         finally:
             del ending  # its traceback holds this frame: no cycle through the local
 
-    async def _read(self, ws: trio_websocket.WebSocketConnection) -> NoReturn:
+    async def _read(self, inbox: Inbox) -> NoReturn:
         # The feed's hot loop: ``_receive`` and ``FeedPolicy.accept`` inlined,
-        # lookups bound once. Keep them in step.
-        get_message = ws.get_message
+        # lookups bound once. Keep them in step. It takes every message the
+        # inbox holds per wake-up; the inbox fills only while this task waits.
+        messages = inbox.messages
         parse = wire.parse_feed_frame
         publish = self._hub.deliver
         on_event = self._on_event
         policy = self._policy
         while True:
-            try:
-                message = await get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                raise _Disconnected(policy_.CLOSED) from exc
+            if not messages:
+                await inbox.wait()
+                if not messages:
+                    raise _Disconnected(policy_.CLOSED)
+            message = messages.popleft()
             try:
                 frame = parse(message)  # type: ignore[arg-type]  # bytes: ProtocolError
             except ProtocolError as exc:
@@ -309,8 +312,8 @@ async def _open_feed(
     cookie_header: str | None,
     deadline: float,
     ssl_context: ssl.SSLContext | None = None,
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """One feed connection whose socket this module owns.
+) -> AsyncIterator[tuple[trio_websocket.WebSocketConnection, Inbox]]:
+    """One feed connection whose socket this module owns, and its :class:`Inbox`.
 
     Built on ``wrap_client_stream`` rather than ``open_websocket_url``: in
     trio-websocket 0.12 the latter leaves the socket open when the handshake
@@ -342,7 +345,7 @@ async def _open_feed(
                 if timeout.cancelled_caught:
                     raise _Disconnected(policy_.HANDSHAKE_TIMEOUT)
                 try:
-                    yield ws
+                    yield ws, install(ws)
                 except BaseException as exc:
                     body_errors.append(exc)
                     raise
