@@ -215,28 +215,26 @@ class FeedRunner:
         return ready
 
     async def _pump(self, ws: trio_websocket.WebSocketConnection, inbox: Inbox) -> NoReturn:
-        # The keep-alive runs beside the reading, which stays in this task (a
-        # task fewer per session); each catches its own ending so that no
-        # exception group leaves this nursery.
-        ending = _Disconnected(policy_.CLOSED)
-
-        async def keep_alive() -> None:
-            nonlocal ending
-            await self._keep_alive(ws)
-            ending = _Disconnected(policy_.NO_PONG)
-            nursery.cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep_alive)
-            try:
+        # Reading and keep-alive in this one task (no nursery, no second
+        # task per session): read for ``pingtime``, then ping and wait for
+        # the pong. Meanwhile the inbox keeps what arrives; it is read next,
+        # and before the connection is dropped for a missing pong, so that
+        # nothing that came in is lost with it. One cancel scope per ping
+        # period, none per message.
+        options = self._options
+        while True:
+            with trio.move_on_after(options.pingtime):
                 await self._read(inbox)
-            except _Disconnected as exc:
-                ending = exc
-            nursery.cancel_scope.cancel()
-        try:
-            raise ending
-        finally:
-            del ending  # its traceback holds this frame: no cycle through the local
+            with trio.move_on_after(options.pong_timeout) as waiting:
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    continue  # the inbox holds the close: the next read reports it
+            if waiting.cancelled_caught:
+                with trio.CancelScope() as draining:
+                    draining.cancel()  # ``_read`` stops at its first wait
+                    await self._read(inbox)
+                raise _Disconnected(policy_.NO_PONG)
 
     async def _read(self, inbox: Inbox) -> NoReturn:
         # The feed's hot loop: ``_receive`` and ``FeedPolicy.accept`` inlined,
@@ -271,18 +269,6 @@ class FeedRunner:
                 raise _Disconnected(Failure(frame.errno, frame.message))
             else:
                 raise _Disconnected(policy_.UNEXPECTED_READY)
-
-    async def _keep_alive(self, ws: trio_websocket.WebSocketConnection) -> None:
-        """Return when a ping went unanswered for ``pong_timeout`` seconds."""
-        while True:
-            await trio.sleep(self._options.pingtime)
-            with trio.move_on_after(self._options.pong_timeout):
-                try:
-                    await ws.ping()
-                except trio_websocket.ConnectionClosed:
-                    await trio.sleep_forever()  # the reader reports the close
-                continue
-            return
 
 
 async def _send(ws: trio_websocket.WebSocketConnection, text: str) -> None:

@@ -11,7 +11,8 @@ task takes them all in one wake-up.
 
 The inbox never makes the reader wait: the feed task drains it every time
 it runs and never waits for a consumer (the hub drops for slow ones), so it
-holds at most what arrived while the feed task last ran. ``get_message``
+holds at most what arrived since the feed task last ran, or while it waited
+for a pong (at most ``pong_timeout`` seconds). ``get_message``
 still works through it (the feed's handshake uses it).
 """
 
